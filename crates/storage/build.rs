@@ -1,0 +1,5 @@
+// Embedded migrations are read at compile time: rebuild when the folder changes, or a binary
+// silently keeps the old set (PITFALLS.md).
+fn main() {
+    println!("cargo:rerun-if-changed=../../migrations");
+}

@@ -1,0 +1,161 @@
+//! The `products` table: rows, and the queries both the primary and the replicas run.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use domain::{Price, Product, ProductFields, ProductId, ProductName, Stock, Version};
+use uuid::Uuid;
+
+use crate::StorageError;
+use crate::schema::products;
+
+/// A `products` row exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = products, check_for_backend(diesel::pg::Pg), treat_none_as_null = true)]
+pub struct ProductRow {
+    pub id: Uuid,
+    pub name: String,
+    pub price_cents: i64,
+    pub stock: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl ProductRow {
+    pub fn into_product(self) -> Result<Product, StorageError> {
+        let corrupt = |reason: String| StorageError::Corrupt {
+            table: "products",
+            reason: format!("product {}: {reason}", self.id),
+        };
+        Ok(Product {
+            id: ProductId::from(self.id),
+            name: ProductName::parse(&self.name).map_err(|e| corrupt(e.to_string()))?,
+            price: Price::from_cents(self.price_cents).map_err(|e| corrupt(e.to_string()))?,
+            stock: Stock::new(i64::from(self.stock)).map_err(|e| corrupt(e.to_string()))?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: Version::new(self.version)
+                .ok_or_else(|| corrupt(format!("version {}", self.version)))?,
+            deleted_at: self.deleted_at,
+        })
+    }
+}
+
+impl From<&Product> for ProductRow {
+    fn from(product: &Product) -> Self {
+        Self {
+            id: product.id.as_uuid(),
+            name: product.name.as_str().to_owned(),
+            price_cents: product.price.cents(),
+            stock: product.stock.units(),
+            created_at: product.created_at,
+            updated_at: product.updated_at,
+            version: product.version.get(),
+            deleted_at: product.deleted_at,
+        }
+    }
+}
+
+/// The row for `id`, live or tombstone, locked until the transaction ends.
+pub async fn lock(
+    conn: &mut AsyncPgConnection,
+    id: ProductId,
+) -> Result<Option<Product>, StorageError> {
+    products::table
+        .find(id.as_uuid())
+        .select(ProductRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .map(ProductRow::into_product)
+        .transpose()
+}
+
+/// The row for `id`, live or tombstone.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    id: ProductId,
+) -> Result<Option<Product>, StorageError> {
+    products::table
+        .find(id.as_uuid())
+        .select(ProductRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(ProductRow::into_product)
+        .transpose()
+}
+
+/// Inserts a new product at version 1, unless the id exists (live or tombstone): then
+/// nothing is written and `None` comes back.
+pub async fn insert_new(
+    conn: &mut AsyncPgConnection,
+    id: ProductId,
+    fields: &ProductFields,
+) -> Result<Option<Product>, StorageError> {
+    use diesel::dsl::now;
+    diesel::insert_into(products::table)
+        .values((
+            products::id.eq(id.as_uuid()),
+            products::name.eq(fields.name.as_str()),
+            products::price_cents.eq(fields.price.cents()),
+            products::stock.eq(fields.stock.units()),
+            products::created_at.eq(now),
+            products::updated_at.eq(now),
+            products::version.eq(Version::FIRST.get()),
+        ))
+        .on_conflict_do_nothing()
+        .returning(ProductRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+        .map(ProductRow::into_product)
+        .transpose()
+}
+
+/// Writes `fields` over the row `current` (live or tombstone) and raises its version.
+/// Reviving a tombstone makes a new product: `created_at` restarts and `deleted_at` clears.
+pub async fn overwrite(
+    conn: &mut AsyncPgConnection,
+    current: &Product,
+    fields: &ProductFields,
+) -> Result<Product, StorageError> {
+    use diesel::dsl::{case_when, now};
+    let created_at = case_when(products::deleted_at.is_null(), products::created_at)
+        .otherwise(now.into_sql::<diesel::sql_types::Timestamptz>());
+    diesel::update(products::table.find(current.id.as_uuid()))
+        .set((
+            products::name.eq(fields.name.as_str()),
+            products::price_cents.eq(fields.price.cents()),
+            products::stock.eq(fields.stock.units()),
+            products::created_at.eq(created_at),
+            products::updated_at.eq(now),
+            products::version.eq(current.version.next().get()),
+            products::deleted_at.eq(None::<DateTime<Utc>>),
+        ))
+        .returning(ProductRow::as_returning())
+        .get_result(conn)
+        .await?
+        .into_product()
+}
+
+/// Turns the live row `current` into a tombstone and raises its version.
+pub async fn mark_deleted(
+    conn: &mut AsyncPgConnection,
+    current: &Product,
+) -> Result<Product, StorageError> {
+    use diesel::dsl::now;
+    diesel::update(products::table.find(current.id.as_uuid()))
+        .set((
+            products::updated_at.eq(now),
+            products::deleted_at.eq(now.into_sql::<diesel::sql_types::Timestamptz>().nullable()),
+            products::version.eq(current.version.next().get()),
+        ))
+        .returning(ProductRow::as_returning())
+        .get_result(conn)
+        .await?
+        .into_product()
+}

@@ -1,0 +1,130 @@
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Bytes flow both ways.
+    Open,
+    /// Every connection is closed and new ones are closed on accept, as when a host is
+    /// restarted or a link is cut.
+    Cut,
+    /// Sockets stay open but no byte moves, as with a frozen host or a silent firewall.
+    Frozen,
+}
+
+/// A TCP proxy in front of one service, for fault tests.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: SocketAddr,
+    mode: watch::Sender<LinkMode>,
+    accept_task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy on a free loopback port, forwarding to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mode, _) = watch::channel(LinkMode::Open);
+        let accept_task = tokio::spawn(accept_loop(listener, target.to_owned(), mode.clone()));
+        Self {
+            addr,
+            mode,
+            accept_task,
+        }
+    }
+
+    /// `127.0.0.1:port` of the proxy.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn set(&self, mode: LinkMode) {
+        self.mode.send_replace(mode);
+    }
+
+    pub fn mode(&self) -> LinkMode {
+        *self.mode.borrow()
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.mode.send_replace(LinkMode::Cut);
+        self.accept_task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, target: String, mode: watch::Sender<LinkMode>) {
+    while let Ok((client, _)) = listener.accept().await {
+        let mut link = mode.subscribe();
+        let target = target.clone();
+        tokio::spawn(async move {
+            // A connection made while frozen waits, like a SYN into a black hole.
+            let state = match link.wait_for(|m| *m != LinkMode::Frozen).await {
+                Ok(state) => *state,
+                Err(_) => return,
+            };
+            if state == LinkMode::Cut {
+                return;
+            }
+            let Ok(server) = TcpStream::connect(&target).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::join!(
+                pipe(client_read, server_write, link.clone()),
+                pipe(server_read, client_write, link),
+            );
+        });
+    }
+}
+
+async fn pipe(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut link: watch::Receiver<LinkMode>,
+) {
+    let mut buffer = vec![0u8; 32 * 1024];
+    loop {
+        let mode = *link.borrow_and_update();
+        match mode {
+            LinkMode::Cut => return,
+            LinkMode::Frozen => {
+                if link.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            LinkMode::Open => {}
+        }
+        tokio::select! {
+            read = from.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if to.write_all(&buffer[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            changed = link.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

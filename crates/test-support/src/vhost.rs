@@ -1,0 +1,68 @@
+use std::process::Command;
+
+use crate::unique_name;
+
+/// A RabbitMQ virtual host of its own for one test, deleted (with its queues) on drop.
+#[derive(Debug)]
+pub struct TestVhost {
+    name: String,
+    host: String,
+}
+
+impl TestVhost {
+    pub fn create() -> Self {
+        let name = unique_name("test");
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        let host = std::env::var("TEST_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1:5672".into());
+        Self { name, host }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `amqp://guest:guest@host/vhost`, through `host` instead of the broker's own address
+    /// when given (a proxy).
+    pub fn url_via(&self, host: &str) -> String {
+        format!("amqp://guest:guest@{host}/{}?heartbeat=5", self.name)
+    }
+
+    pub fn url(&self) -> String {
+        self.url_via(&self.host)
+    }
+
+    /// Messages ready in `queue`, as the broker counts them.
+    pub fn queue_depth(&self, queue: &str) -> Option<u64> {
+        let output = rabbitmqctl(&["list_queues", "-p", &self.name, "-q", "name", "messages"]);
+        output.lines().find_map(|line| {
+            let mut parts = line.split_whitespace();
+            (parts.next()? == queue).then(|| parts.next()?.parse().ok())?
+        })
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let _ = Command::new(program())
+            .args(["delete_vhost", &self.name])
+            .output();
+    }
+}
+
+fn program() -> String {
+    std::env::var("RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into())
+}
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new(program())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run rabbitmqctl: {e}"));
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

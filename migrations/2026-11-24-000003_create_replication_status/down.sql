@@ -1,0 +1,1 @@
+DROP TABLE replication_status;
