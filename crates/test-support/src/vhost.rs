@@ -1,5 +1,8 @@
 use std::process::Command;
 
+use amqprs::channel::QueueDeclareArguments;
+use amqprs::connection::{Connection, OpenConnectionArguments};
+
 use crate::unique_name;
 
 /// A RabbitMQ virtual host of its own for one test, deleted (with its queues) on drop.
@@ -32,13 +35,29 @@ impl TestVhost {
         self.url_via(&self.host)
     }
 
-    /// Messages ready in `queue`, as the broker counts them.
-    pub fn queue_depth(&self, queue: &str) -> Option<u64> {
-        let output = rabbitmqctl(&["list_queues", "-p", &self.name, "-q", "name", "messages"]);
-        output.lines().find_map(|line| {
-            let mut parts = line.split_whitespace();
-            (parts.next()? == queue).then(|| parts.next()?.parse().ok())?
-        })
+    /// Messages ready in `queue` right now (a passive declare; `rabbitmqctl list_queues`
+    /// lags by seconds). `None` when the queue does not exist.
+    pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
+        let connection = self.connect().await;
+        let channel = connection.open_channel(None).await.ok()?;
+        let declare = QueueDeclareArguments::new(queue).passive(true).finish();
+        let depth = channel
+            .queue_declare(declare)
+            .await
+            .ok()?
+            .map(|(_, n, _)| n);
+        let _ = connection.close().await;
+        depth
+    }
+
+    /// A plain amqprs connection to this vhost, for a test's own checks.
+    pub async fn connect(&self) -> Connection {
+        let (host, port) = self.host.rsplit_once(':').expect("host:port");
+        let args =
+            OpenConnectionArguments::new(host, port.parse().expect("port"), "guest", "guest")
+                .virtual_host(&self.name)
+                .finish();
+        Connection::open(&args).await.expect("connect to RabbitMQ")
     }
 }
 
