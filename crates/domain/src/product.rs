@@ -4,7 +4,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{FieldError, Price, ProductName, Stock};
+use crate::{FieldError, Price, ProductFields, ProductName, Stock};
 
 /// A product's identity. New ids are UUIDv7: time-ordered, so inserts stay at the right edge
 /// of the primary-key index.
@@ -101,5 +101,14 @@ pub struct Product {
 impl Product {
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()
+    }
+
+    /// The client-owned fields.
+    pub fn fields(&self) -> ProductFields {
+        ProductFields {
+            name: self.name.clone(),
+            price: self.price,
+            stock: self.stock,
+        }
     }
 }

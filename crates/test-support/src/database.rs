@@ -2,7 +2,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 use crate::{block_on_side_thread, unique_name};
 
-const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const DEFAULT_ADMIN_URL: &str = "postgres://catalogue:catalogue@127.0.0.1:5432/postgres";
 
 /// A database of its own for one test, dropped (with any open connections) on drop.
 #[derive(Debug)]

@@ -7,8 +7,9 @@
 //! - [`eventually`]: polls a condition until it holds or a deadline passes.
 //!
 //! Where the services are: `TEST_PG_ADMIN_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`), `TEST_AMQP_HOST` (default
-//! `127.0.0.1:5672`, user guest/guest), `RABBITMQCTL` (default `rabbitmqctl`).
+//! `postgres://catalogue:catalogue@127.0.0.1:5432/postgres`), `TEST_AMQP_HOST` (default
+//! `127.0.0.1:5672`, user guest/guest), `TEST_RABBITMQ_API` (the management API, default
+//! `http://127.0.0.1:15672`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod database;

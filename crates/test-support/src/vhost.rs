@@ -1,24 +1,53 @@
-use std::process::Command;
-
 use amqprs::channel::QueueDeclareArguments;
 use amqprs::connection::{Connection, OpenConnectionArguments};
 
-use crate::unique_name;
+use crate::{block_on_side_thread, unique_name};
+
+const DEFAULT_API: &str = "http://127.0.0.1:15672";
 
 /// A RabbitMQ virtual host of its own for one test, deleted (with its queues) on drop.
+///
+/// Made through the management HTTP API (`TEST_RABBITMQ_API`, default
+/// `http://127.0.0.1:15672`, user guest): fast, and needs no root, unlike `rabbitmqctl`.
 #[derive(Debug)]
 pub struct TestVhost {
     name: String,
     host: String,
+    api: String,
 }
 
 impl TestVhost {
-    pub fn create() -> Self {
+    pub async fn create() -> Self {
+        let api = std::env::var("TEST_RABBITMQ_API").unwrap_or_else(|_| DEFAULT_API.into());
         let name = unique_name("test");
-        rabbitmqctl(&["add_vhost", &name]);
-        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        let client = reqwest::Client::new();
+        let put = |url: String, body: serde_json::Value| {
+            let client = client.clone();
+            async move {
+                let response = client
+                    .put(&url)
+                    .basic_auth("guest", Some("guest"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("RabbitMQ management API unreachable at {url}: {e} (is rabbitmq_management enabled?)")
+                    });
+                assert!(
+                    response.status().is_success(),
+                    "PUT {url}: {}",
+                    response.status()
+                );
+            }
+        };
+        put(format!("{api}/api/vhosts/{name}"), serde_json::json!({})).await;
+        put(
+            format!("{api}/api/permissions/{name}/guest"),
+            serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        )
+        .await;
         let host = std::env::var("TEST_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1:5672".into());
-        Self { name, host }
+        Self { name, host, api }
     }
 
     pub fn name(&self) -> &str {
@@ -35,8 +64,13 @@ impl TestVhost {
         self.url_via(&self.host)
     }
 
-    /// Messages ready in `queue` right now (a passive declare; `rabbitmqctl list_queues`
-    /// lags by seconds). `None` when the queue does not exist.
+    /// `host:port` of the broker itself.
+    pub fn broker_host(&self) -> &str {
+        &self.host
+    }
+
+    /// Messages ready in `queue` right now (a passive declare; the management statistics lag
+    /// by seconds). `None` when the queue does not exist.
     pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
         let connection = self.connect().await;
         let channel = connection.open_channel(None).await.ok()?;
@@ -63,25 +97,13 @@ impl TestVhost {
 
 impl Drop for TestVhost {
     fn drop(&mut self) {
-        let _ = Command::new(program())
-            .args(["delete_vhost", &self.name])
-            .output();
+        let url = format!("{}/api/vhosts/{}", self.api, self.name);
+        block_on_side_thread(async move {
+            let _ = reqwest::Client::new()
+                .delete(&url)
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await;
+        });
     }
-}
-
-fn program() -> String {
-    std::env::var("RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into())
-}
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let output = Command::new(program())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run rabbitmqctl: {e}"));
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -28,7 +28,7 @@ fn message(queue: &'static str, n: usize) -> OutgoingMessage {
 
 #[tokio::test]
 async fn publishes_persistent_messages_with_confirms_to_the_declared_queues() {
-    let vhost = TestVhost::create();
+    let vhost = TestVhost::create().await;
     let address = BrokerAddress::parse(&vhost.url()).unwrap();
     let mut publisher = Publisher::open(&address, &settings()).await.unwrap();
 
@@ -67,7 +67,7 @@ async fn publishes_persistent_messages_with_confirms_to_the_declared_queues() {
 
 #[tokio::test]
 async fn an_unroutable_message_is_reported_not_confirmed() {
-    let vhost = TestVhost::create();
+    let vhost = TestVhost::create().await;
     let address = BrokerAddress::parse(&vhost.url()).unwrap();
     let mut publisher = Publisher::open(&address, &settings()).await.unwrap();
 
@@ -90,7 +90,7 @@ async fn an_unroutable_message_is_reported_not_confirmed() {
 
 #[tokio::test]
 async fn a_cut_link_is_noticed_and_reported() {
-    let vhost = TestVhost::create();
+    let vhost = TestVhost::create().await;
     let proxy = TcpProxy::start("127.0.0.1:5672").await;
     let address = BrokerAddress::parse(&vhost.url_via(&proxy.host())).unwrap();
     let mut publisher = Publisher::open(&address, &settings()).await.unwrap();
@@ -112,7 +112,7 @@ async fn a_cut_link_is_noticed_and_reported() {
 
 #[tokio::test]
 async fn a_frozen_link_times_out_instead_of_hanging() {
-    let vhost = TestVhost::create();
+    let vhost = TestVhost::create().await;
     let proxy = TcpProxy::start("127.0.0.1:5672").await;
     let address = BrokerAddress::parse(&vhost.url_via(&proxy.host())).unwrap();
     let mut publisher = Publisher::open(&address, &settings()).await.unwrap();

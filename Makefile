@@ -1,0 +1,31 @@
+# Entry points for people and CI. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Tests create their own databases through this login (made by deploy/local/ensure-services.sh).
+export TEST_PG_ADMIN_URL ?= postgres://catalogue:catalogue@127.0.0.1:5432/postgres
+TEST_THREADS ?= 8
+
+.PHONY: help run test lint fmt services clean-tests
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+run: ## Start the whole stack on this machine (installs and provisions what is missing)
+	deploy/local/run.sh
+
+services: ## Make sure PostgreSQL and RabbitMQ run (installs them when missing)
+	deploy/local/ensure-services.sh
+
+test: services ## Run every test against the local PostgreSQL and RabbitMQ
+	cargo test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+lint: ## Formatting and clippy, as CI runs them
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+clean-tests: ## Drop test databases and vhosts a killed test run left behind
+	deploy/local/clean-test-leftovers.sh

@@ -1,0 +1,19 @@
+//! The public HTTP contract shared by write-api and read-api.
+//!
+//! - [`envelope`]: `{"success": true, "data": …, "message": "…"}` and
+//!   `{"success": false, "error": "…", "code": "…"}`, as the Node.js demo answered.
+//! - [`ApiError`]: the one error type handlers return; status codes are decided here.
+//! - [`ProductView`]: a product on the wire (camelCase, price as a JSON number).
+//! - [`extract`]: the product id in the path, and JSON bodies with size and type limits.
+//! - [`middleware`]: `X-Request-Id`, a span per request, and request metrics.
+//! - [`ops`]: `/healthz` and `/metrics`.
+
+pub mod envelope;
+mod error;
+pub mod extract;
+pub mod middleware;
+pub mod ops;
+mod view;
+
+pub use error::ApiError;
+pub use view::ProductView;

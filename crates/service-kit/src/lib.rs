@@ -1,0 +1,20 @@
+//! The runtime every service binary shares.
+//!
+//! - [`config`]: defaults, then an optional TOML file, then environment variables, with
+//!   unknown file keys refused and [`SecretUrl`]s that never print their password.
+//! - [`telemetry`]: `tracing` to stdout, as text or JSON lines.
+//! - [`metrics`]: the Prometheus recorder and its text rendering.
+//! - [`shutdown`]: a cancellation token fired by SIGTERM or Ctrl-C.
+//! - [`replicas`]: the replica list from `REPLICA_URLS` or `REPLICA_1_URL`/`REPLICA_2_URL`.
+//! - [`Backoff`]: exponential backoff with full jitter.
+
+mod backoff;
+pub mod config;
+pub mod metrics;
+pub mod replicas;
+mod secret;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use backoff::Backoff;
+pub use secret::SecretUrl;

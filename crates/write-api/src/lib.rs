@@ -1,0 +1,19 @@
+//! write-api: the write side of the catalogue.
+//!
+//! - [`catalogue`]: create, replace, patch and delete, each one transaction writing the
+//!   product and its outbox row.
+//! - [`relay`]: publishes the outbox to RabbitMQ with confirms, then deletes what was confirmed.
+//! - [`routes`]: the HTTP handlers; [`errors`] maps failures to status codes.
+//! - [`app`]: wiring and shutdown; [`settings`]: configuration.
+
+pub mod app;
+pub mod catalogue;
+pub mod errors;
+pub mod preconditions;
+pub mod readiness;
+pub mod relay;
+pub mod routes;
+pub mod settings;
+
+pub use app::Application;
+pub use settings::Settings;

@@ -1,0 +1,151 @@
+//! HTTP routes. Each handler parses its input into domain types, calls one catalogue
+//! operation, and shapes the answer; errors become HTTP in `errors.rs`.
+
+use std::future::{Ready, ready};
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
+use domain::{Product, ProductBody};
+use http_api::extract::{ProductIdPath, RequestId};
+use http_api::{ApiError, ProductView, envelope};
+
+use crate::catalogue::{Catalogue, Outcome};
+use crate::preconditions::{Precondition, etag};
+use crate::readiness;
+
+/// Every route write-api serves.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/api/products")
+                .route(web::post().to(create))
+                .default_service(web::to(|req: HttpRequest| method_not_allowed(req, "POST"))),
+        )
+        .service(
+            web::resource("/api/products/{id}")
+                .route(web::put().to(replace))
+                .route(web::patch().to(patch))
+                .route(web::delete().to(delete))
+                .default_service(web::to(|req: HttpRequest| {
+                    method_not_allowed(req, "PUT, PATCH, DELETE")
+                })),
+        )
+        .route("/healthz", web::get().to(http_api::ops::healthz))
+        .route("/readyz", web::get().to(readiness::readyz))
+        .route("/metrics", web::get().to(readiness::metrics));
+}
+
+async fn create(
+    catalogue: web::Data<Catalogue>,
+    request_id: RequestId,
+    body: web::Json<ProductBody>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.into_inner().into_new_product()?;
+    let product = catalogue.create(new, &request_id.0).await?;
+    Ok(product_response(product, Outcome::Created))
+}
+
+async fn replace(
+    catalogue: web::Data<Catalogue>,
+    request_id: RequestId,
+    ProductIdPath(id): ProductIdPath,
+    precondition: Precondition,
+    body: web::Json<ProductBody>,
+) -> Result<HttpResponse, ApiError> {
+    let fields = body.into_inner().into_fields(id)?;
+    let (product, outcome) = catalogue
+        .replace(id, fields, precondition, &request_id.0)
+        .await?;
+    Ok(product_response(product, outcome))
+}
+
+async fn patch(
+    catalogue: web::Data<Catalogue>,
+    request_id: RequestId,
+    ProductIdPath(id): ProductIdPath,
+    precondition: Precondition,
+    body: web::Json<ProductBody>,
+) -> Result<HttpResponse, ApiError> {
+    let patch = body.into_inner().into_patch(id)?;
+    let product = catalogue
+        .patch(id, patch, precondition, &request_id.0)
+        .await?;
+    Ok(product_response(product, Outcome::Updated))
+}
+
+async fn delete(
+    catalogue: web::Data<Catalogue>,
+    request_id: RequestId,
+    ProductIdPath(id): ProductIdPath,
+    precondition: Precondition,
+) -> Result<HttpResponse, ApiError> {
+    let tombstone = catalogue.delete(id, precondition, &request_id.0).await?;
+    let mut response = envelope::ok((), "Product deleted successfully");
+    set_etag(&mut response, &tombstone);
+    Ok(response)
+}
+
+/// The product in the envelope, with its `ETag`, and a `Location` when it was created.
+fn product_response(product: Product, outcome: Outcome) -> HttpResponse {
+    let (status, message) = match outcome {
+        Outcome::Created => (StatusCode::CREATED, "Product created successfully"),
+        Outcome::Updated => (StatusCode::OK, "Product updated successfully"),
+        Outcome::Deleted => (StatusCode::OK, "Product deleted successfully"),
+    };
+    let id = product.id;
+    let version = product.version;
+    let mut response = envelope::success(status, ProductView::from(product), message);
+    if let Ok(value) = HeaderValue::from_str(&etag(version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    if outcome == Outcome::Created
+        && let Ok(value) = HeaderValue::from_str(&format!("/api/products/{id}"))
+    {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn set_etag(response: &mut HttpResponse, product: &Product) {
+    if let Ok(value) = HeaderValue::from_str(&etag(product.version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+}
+
+async fn method_not_allowed(req: HttpRequest, allowed: &'static str) -> HttpResponse {
+    let hint = if req.method() == actix_web::http::Method::GET {
+        " (reads are served by read-api)"
+    } else {
+        ""
+    };
+    let error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}; use {allowed}{hint}",
+            req.method(),
+            req.path()
+        ),
+    );
+    let mut response = actix_web::ResponseError::error_response(&error);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
+}
+
+/// Any path no route matches.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    let error = ApiError::not_found(format!("no endpoint at {} {}", req.method(), req.path()));
+    actix_web::ResponseError::error_response(&error)
+}
+
+impl FromRequest for Precondition {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Precondition::from_headers(req.headers()).map_err(ApiError::from))
+    }
+}

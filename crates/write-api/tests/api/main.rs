@@ -1,0 +1,10 @@
+//! write-api over HTTP against the real PostgreSQL and RabbitMQ: each test runs its own app on
+//! a free port with its own database and vhost.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod create;
+mod helpers;
+mod ops;
+mod relay;
+mod update;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Drops databases and RabbitMQ vhosts named test_* that a killed test run left behind. Do not
+# run it while tests are running.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./lib.sh
+
+admin_url=${TEST_PG_ADMIN_URL:-postgres://$CATALOGUE_DB_USER:$CATALOGUE_DB_PASSWORD@127.0.0.1:5432/postgres}
+psql "$admin_url" -Atq -c "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" |
+  while read -r db; do
+    psql "$admin_url" -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
+  done
+
+curl -fsS -u guest:guest "$RABBITMQ_API/api/vhosts?columns=name" |
+  { grep -o '"name":"test_[^"]*"' || true; } | cut -d'"' -f4 |
+  while read -r vhost; do
+    curl -fsS -u guest:guest -X DELETE "$RABBITMQ_API/api/vhosts/$vhost" >/dev/null || true
+  done
