@@ -16,6 +16,8 @@ pub struct ReplicationStatus {
     pub last_event_at: Option<DateTime<Utc>>,
     pub last_applied_at: Option<DateTime<Utc>>,
     pub events_applied: i64,
+    /// Set while catch-up copies what this replica missed since then.
+    pub behind_since: Option<DateTime<Utc>>,
 }
 
 pub async fn read(conn: &mut AsyncPgConnection) -> Result<ReplicationStatus, StorageError> {

@@ -39,5 +39,15 @@ diesel::table! {
         last_event_at -> Nullable<Timestamptz>,
         last_applied_at -> Nullable<Timestamptz>,
         events_applied -> Int8,
+        behind_since -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    replica_catchup (replica) {
+        replica -> Text,
+        behind_since -> Timestamptz,
+        marked_at -> Timestamptz,
+        reason -> Text,
     }
 }

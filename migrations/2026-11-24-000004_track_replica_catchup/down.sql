@@ -1,0 +1,2 @@
+DROP TABLE replica_catchup;
+ALTER TABLE replication_status DROP COLUMN behind_since;
