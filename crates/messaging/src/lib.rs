@@ -8,14 +8,17 @@
 //! - [`topology`]: the queues and their arguments, declared the same way by every service.
 //! - [`BrokerConnection`]: one connection with its lost-signal.
 //! - [`Publisher`]: persistent, mandatory publishes with publisher confirms.
+//! - [`Consumer`]: manual-ack consumption of several queues, in batches.
 
 mod address;
 mod connection;
+mod consumer;
 mod error;
 mod publisher;
 pub mod topology;
 
 pub use address::BrokerAddress;
 pub use connection::{BrokerConnection, BrokerSettings};
+pub use consumer::{Consumer, Delivery};
 pub use error::MessagingError;
 pub use publisher::{OutgoingMessage, PublishReport, Publisher};

@@ -18,6 +18,9 @@ pub const DELETE_QUEUE: &str = "products.delete";
 /// Messages that can never apply, with the reason in their headers.
 pub const DEAD_LETTER_QUEUE: &str = "products.dlq";
 
+/// The AMQP `type` of a change event message.
+pub const CHANGE_EVENT_TYPE: &str = "product.change.v1";
+
 /// The queues a consumer of changes reads.
 pub const WORK_QUEUES: [&str; 2] = [SYNC_QUEUE, DELETE_QUEUE];
 

@@ -4,11 +4,13 @@
 //! shares a transaction: write-api writes a product and its outbox row in one, the replicator
 //! applies a batch in one.
 
+pub mod catchup;
 mod error;
 pub mod migrations;
 pub mod outbox;
 pub mod pool;
 pub mod products;
+pub mod replica;
 pub mod replication_status;
 pub mod schema;
 

@@ -4,6 +4,7 @@
 //! - [`TestDatabase`]: a fresh database, dropped when the value is.
 //! - [`TestVhost`]: a fresh RabbitMQ virtual host, deleted when the value is.
 //! - [`TcpProxy`]: a proxy a test can cut, freeze and reopen.
+//! - [`ServiceProcess`]: a workspace binary run as a real process, killable with -9.
 //! - [`eventually`]: polls a condition until it holds or a deadline passes.
 //!
 //! Where the services are: `TEST_PG_ADMIN_URL` (default
@@ -13,10 +14,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod database;
+mod process;
 mod proxy;
 mod vhost;
 
 pub use database::TestDatabase;
+pub use process::{ServiceProcess, free_port, workspace_binary};
 pub use proxy::{LinkMode, TcpProxy};
 pub use vhost::TestVhost;
 

@@ -30,9 +30,6 @@ pub struct BrokerStatus {
     pub last_error: Option<String>,
 }
 
-/// The message type of change events.
-pub const CHANGE_EVENT_TYPE: &str = "product.change.v1";
-
 /// How long a stopping relay keeps publishing what is pending before it gives up (the rows
 /// stay in the outbox for the next start).
 const FINAL_DRAIN: Duration = Duration::from_secs(5);
@@ -229,7 +226,7 @@ fn to_message(pending: &PendingEvent) -> OutgoingMessage {
     OutgoingMessage {
         queue: queue_for(event.kind()),
         message_id: event.event_id.to_string(),
-        message_type: CHANGE_EVENT_TYPE,
+        message_type: messaging::topology::CHANGE_EVENT_TYPE,
         body: event.encode(),
         headers,
     }

@@ -4,6 +4,7 @@
 mod migrations;
 mod outbox;
 mod products;
+mod replica_apply;
 
 use storage::AsyncPgConnection;
 use test_support::TestDatabase;

@@ -1,0 +1,136 @@
+//! Applying a batch of change events to every replica at once.
+//!
+//! Each replica gets the batch in one transaction (rows and its status row together), under
+//! a deadline, retried with full-jitter backoff. Replicas run in parallel and fail alone: a
+//! replica that still fails after the budget is marked down and left to catch-up, so the
+//! others keep their pace.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::ChangeEvent;
+use service_kit::Backoff;
+use storage::products::ProductRow;
+use storage::replica::{self as replica_rows, AppliedBatch};
+use storage::{StorageError, pool};
+use tokio_util::sync::CancellationToken;
+
+use crate::replica::Replica;
+
+/// The retry budget of one replica for one batch.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+    /// How long a replica that used up its budget is skipped before the next probe.
+    pub probe_interval: Duration,
+}
+
+/// What happened to a batch on one replica.
+#[derive(Debug)]
+pub enum ReplicaOutcome {
+    /// Written (rows at an equal or newer version were left alone).
+    Applied { rows_changed: usize },
+    /// Not written: the replica is down. The batch must be covered by a catch-up mark.
+    Missed { error: String, attempts: u32 },
+}
+
+/// The rows and status update a batch of events makes on a replica.
+pub struct PreparedBatch {
+    rows: Vec<ProductRow>,
+    status: AppliedBatch,
+    /// The oldest change in the batch: a replica that misses it is behind since then.
+    pub oldest_event_at: DateTime<Utc>,
+}
+
+impl PreparedBatch {
+    /// `None` for an empty batch.
+    pub fn new(events: &[&ChangeEvent]) -> Option<Self> {
+        let last = events.last()?;
+        let newest_event_at = events.iter().map(|e| e.occurred_at()).max()?;
+        let oldest_event_at = events.iter().map(|e| e.occurred_at()).min()?;
+        Some(Self {
+            rows: replica_rows::newest_per_id(events.iter().map(|e| ProductRow::from(&e.product))),
+            status: AppliedBatch {
+                last_event_id: last.event_id,
+                last_event_seq: last.seq,
+                newest_event_at,
+                events: i64::try_from(events.len()).unwrap_or(i64::MAX),
+            },
+            oldest_event_at,
+        })
+    }
+}
+
+/// Applies `batch` to `replica`, with the full budget when it is up or a single probe when it
+/// is down; `None` when it is down and not due for a probe.
+pub async fn apply_to_replica(
+    replica: &Replica,
+    batch: &PreparedBatch,
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+) -> ReplicaOutcome {
+    let Some(full_budget) = replica.live_attempt() else {
+        return ReplicaOutcome::Missed {
+            error: replica
+                .report()
+                .last_error
+                .unwrap_or_else(|| "replica is down".into()),
+            attempts: 0,
+        };
+    };
+    let attempts = if full_budget { policy.attempts } else { 1 };
+    let mut backoff = Backoff::new(policy.base, policy.cap);
+    let mut last_error = String::new();
+    for attempt in 1..=attempts {
+        match apply_once(replica, batch).await {
+            Ok(rows_changed) => {
+                replica.mark_up();
+                metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
+                    .increment(u64::try_from(batch.status.events).unwrap_or(0));
+                record_lag(replica, batch);
+                return ReplicaOutcome::Applied { rows_changed };
+            }
+            Err(error) => {
+                last_error = error.to_string();
+                if full_budget {
+                    tracing::warn!(replica = %replica.name, attempt, attempts, error = %last_error, "apply failed");
+                } else {
+                    tracing::debug!(replica = %replica.name, error = %last_error, "replica still down");
+                }
+                if attempt < attempts {
+                    metrics::counter!("replicator_apply_retries_total", "replica" => replica.name.clone())
+                        .increment(1);
+                    if !backoff.wait(cancel).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    replica.mark_down(&last_error, policy.probe_interval);
+    ReplicaOutcome::Missed {
+        error: last_error,
+        attempts,
+    }
+}
+
+/// One transaction: the rows under the version guard, then the status row.
+async fn apply_once(replica: &Replica, batch: &PreparedBatch) -> Result<usize, StorageError> {
+    replica.ensure_migrated().await?;
+    pool::with_connection(&replica.pool, replica.deadline, async |conn| {
+        replica_rows::apply_batch(conn, &batch.rows, Some(&batch.status)).await
+    })
+    .await
+}
+
+fn record_lag(replica: &Replica, batch: &PreparedBatch) {
+    let lag = (Utc::now() - batch.status.newest_event_at)
+        .to_std()
+        .unwrap_or_default()
+        .as_secs_f64();
+    metrics::histogram!("replicator_apply_lag_seconds", "replica" => replica.name.clone())
+        .record(lag);
+    metrics::gauge!("replicator_replica_lag_seconds", "replica" => replica.name.clone()).set(lag);
+}

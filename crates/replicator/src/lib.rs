@@ -1,0 +1,24 @@
+//! replicator: applies every change event to every read replica.
+//!
+//! - [`consume`]: batches from the queues, applied everywhere, then acked; undecodable
+//!   messages to the DLQ.
+//! - [`apply`]: one batch on one replica, version-guarded, with retries.
+//! - [`catchup`]: brings a replica that missed changes level, from the primary.
+//! - [`copy`]: keyset-paged copies (catch-up and `resync`); [`verify`], [`resync`], [`dlq`]:
+//!   the operator commands.
+//! - [`app`]: wiring; [`settings`]: configuration.
+
+pub mod app;
+pub mod apply;
+pub mod catchup;
+pub mod consume;
+pub mod copy;
+pub mod dlq;
+pub mod health;
+pub mod replica;
+pub mod resync;
+pub mod settings;
+pub mod verify;
+
+pub use app::Application;
+pub use settings::Settings;

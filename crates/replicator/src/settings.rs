@@ -1,0 +1,155 @@
+//! The replicator's settings. Each key is also an environment variable in upper case; see
+//! the README's configuration table.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use service_kit::SecretUrl;
+use service_kit::config::{ConfigError, millis};
+use service_kit::replicas::{self, ReplicaTarget};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub host: String,
+    /// Health and metrics.
+    pub port: u16,
+    pub rabbitmq_url: SecretUrl,
+    /// The primary: read by catch-up, `resync` and `verify`; written only to note which
+    /// replica missed changes (`replica_catchup`).
+    pub database_url: SecretUrl,
+    /// Comma-separated replicas, `url` or `name=url`; when empty, the two below.
+    pub replica_urls: Vec<SecretUrl>,
+    pub replica_1_url: SecretUrl,
+    pub replica_2_url: SecretUrl,
+    /// Unacked messages per queue the broker may hand out ahead.
+    pub prefetch: u16,
+    /// Most events applied in one transaction per replica.
+    pub batch_size: usize,
+    /// How long a batch waits to fill once its first event arrived.
+    #[serde(with = "millis")]
+    pub batch_linger_ms: Duration,
+    /// Attempts on a failing replica before it is left to catch-up.
+    pub retry_attempts: u32,
+    #[serde(with = "millis")]
+    pub retry_base_ms: Duration,
+    #[serde(with = "millis")]
+    pub retry_cap_ms: Duration,
+    /// How often a replica left behind is probed and, once it answers, caught up.
+    #[serde(with = "millis")]
+    pub catchup_interval_ms: Duration,
+    /// Copied before a replica's `behind_since`, for clock skew and long transactions.
+    #[serde(with = "millis")]
+    pub catchup_margin_ms: Duration,
+    pub catchup_page_size: i64,
+    pub db_pool_size: usize,
+    #[serde(with = "millis")]
+    pub db_connect_timeout_ms: Duration,
+    /// Bound on one apply (connection, statements, commit) to one replica.
+    #[serde(with = "millis")]
+    pub apply_timeout_ms: Duration,
+    pub amqp_heartbeat_s: u16,
+    #[serde(with = "millis")]
+    pub amqp_connect_timeout_ms: Duration,
+    #[serde(with = "millis")]
+    pub amqp_reconnect_max_ms: Duration,
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8002,
+            rabbitmq_url: SecretUrl::new("amqp://catalogue:catalogue@127.0.0.1:5672/catalogue"),
+            database_url: SecretUrl::new("postgres://catalogue:catalogue@127.0.0.1:5432/products"),
+            replica_urls: Vec::new(),
+            replica_1_url: SecretUrl::new(replicas::DEFAULT_REPLICA_1_URL),
+            replica_2_url: SecretUrl::new(replicas::DEFAULT_REPLICA_2_URL),
+            prefetch: 1000,
+            batch_size: 500,
+            batch_linger_ms: Duration::from_millis(5),
+            retry_attempts: 4,
+            retry_base_ms: Duration::from_millis(50),
+            retry_cap_ms: Duration::from_secs(1),
+            catchup_interval_ms: Duration::from_secs(1),
+            catchup_margin_ms: Duration::from_secs(60),
+            catchup_page_size: 2000,
+            db_pool_size: 4,
+            db_connect_timeout_ms: Duration::from_secs(2),
+            apply_timeout_ms: Duration::from_secs(5),
+            amqp_heartbeat_s: 10,
+            amqp_connect_timeout_ms: Duration::from_secs(5),
+            amqp_reconnect_max_ms: Duration::from_secs(10),
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl service_kit::config::Settings for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        self.replicas()?;
+        if let Err(e) = messaging::BrokerAddress::parse(self.rabbitmq_url.expose()) {
+            return invalid(format!("rabbitmq_url: {e}"));
+        }
+        if self.batch_size == 0 || self.batch_size > 10_000 {
+            return invalid("batch_size must be between 1 and 10000".into());
+        }
+        if usize::from(self.prefetch) < self.batch_size {
+            // A batch larger than the prefetch window never fills (PITFALLS.md).
+            return invalid("prefetch must be at least batch_size".into());
+        }
+        if self.retry_attempts == 0 {
+            return invalid("retry_attempts must be at least 1".into());
+        }
+        if !(1..=100_000).contains(&self.catchup_page_size) {
+            return invalid("catchup_page_size must be between 1 and 100000".into());
+        }
+        if self.db_pool_size == 0 {
+            return invalid("db_pool_size must be at least 1".into());
+        }
+        if !service_kit::telemetry::is_valid_format(&self.log_format) {
+            return invalid(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            ));
+        }
+        for (key, value) in [
+            ("retry_base_ms", self.retry_base_ms),
+            ("retry_cap_ms", self.retry_cap_ms),
+            ("catchup_interval_ms", self.catchup_interval_ms),
+            ("db_connect_timeout_ms", self.db_connect_timeout_ms),
+            ("apply_timeout_ms", self.apply_timeout_ms),
+            ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
+            ("amqp_reconnect_max_ms", self.amqp_reconnect_max_ms),
+        ] {
+            if value.is_zero() {
+                return invalid(format!("{key} must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    pub fn replicas(&self) -> Result<Vec<ReplicaTarget>, ConfigError> {
+        replicas::replica_targets(&self.replica_urls, &self.replica_1_url, &self.replica_2_url)
+    }
+
+    pub fn pool_settings(&self, application_name: &str) -> storage::PoolSettings {
+        let mut pool = storage::PoolSettings::new(application_name);
+        pool.max_size = self.db_pool_size;
+        pool.connect_timeout = self.db_connect_timeout_ms;
+        pool.acquire_timeout = self.db_connect_timeout_ms;
+        pool.statement_timeout = self.apply_timeout_ms;
+        pool
+    }
+
+    pub fn broker_settings(&self, connection_name: &str) -> messaging::BrokerSettings {
+        let mut broker = messaging::BrokerSettings::new(connection_name);
+        broker.heartbeat = self.amqp_heartbeat_s;
+        broker.connect_timeout = self.amqp_connect_timeout_ms;
+        broker
+    }
+}

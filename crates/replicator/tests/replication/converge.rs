@@ -1,0 +1,70 @@
+//! Replicas converge to the primary under mixed writes, with one or several replicators,
+//! and across a `kill -9`.
+
+use std::time::Duration;
+
+use crate::stack::Stack;
+use crate::workload::mixed_writes;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_mixed_writes_reach_every_replica() {
+    let stack = Stack::start(2, &[], 1).await;
+    let report = mixed_writes(&stack.client, &stack.write_api.url(), 3000, 16).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(report.acknowledged > 2000, "{report:?}");
+    stack.wait_converged().await;
+
+    let (clean, text) = stack.replicator_command(&["verify"]).await;
+    assert!(clean, "{text}");
+    assert!(
+        text.contains("replica-1: in sync") && text.contains("replica-2: in sync"),
+        "{text}"
+    );
+    assert_eq!(stack.vhost.queue_depth("products.dlq").await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicators_converge_as_one() {
+    let stack = Stack::start(2, &[], 3).await;
+    let report = mixed_writes(&stack.client, &stack.write_api.url(), 1500, 16).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    stack.wait_converged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicator_killed_mid_batch_converges_after_restart() {
+    let mut stack = Stack::start(2, &[], 1).await;
+    let client = stack.client.clone();
+    let url = stack.write_api.url();
+    let load = tokio::spawn(async move { mixed_writes(&client, &url, 2000, 16).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stack.replicators[0].kill().await;
+    let report = load.await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    let (clean, _) = stack.replicator_command(&["verify"]).await;
+    assert!(
+        !clean,
+        "the killed replicator cannot have applied writes made after its death"
+    );
+
+    stack.replicators[0].restart();
+    stack.replicators[0]
+        .wait_ready(Duration::from_secs(30))
+        .await;
+    stack.wait_converged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_batch_and_exits_cleanly() {
+    let mut stack = Stack::start(1, &[], 1).await;
+    let report = mixed_writes(&stack.client, &stack.write_api.url(), 300, 8).await;
+    assert_eq!(report.failed, 0);
+    stack.wait_converged().await;
+    assert!(
+        stack.replicators[0]
+            .terminate(Duration::from_secs(20))
+            .await,
+        "exit status 0"
+    );
+    assert!(stack.replicators[0].log().contains("consumer stopped"));
+}

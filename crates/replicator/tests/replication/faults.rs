@@ -1,0 +1,93 @@
+//! A replica down for longer than the retry budget, and poison messages.
+
+use std::time::Duration;
+
+use amqprs::BasicProperties;
+use amqprs::channel::BasicPublishArguments;
+use test_support::LinkMode;
+
+use crate::stack::Stack;
+use crate::workload::mixed_writes;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_past_the_budget_catches_up_by_itself() {
+    let stack = Stack::start(2, &[1], 1).await;
+    let proxy = stack.replica_proxies[1].as_ref().unwrap();
+    let first = mixed_writes(&stack.client, &stack.write_api.url(), 200, 8).await;
+    assert_eq!(first.failed, 0);
+    stack.wait_converged().await;
+
+    proxy.set(LinkMode::Cut);
+    let during = mixed_writes(&stack.client, &stack.write_api.url(), 800, 8).await;
+    assert_eq!(during.failed, 0);
+    // The healthy replica keeps up while the other is away.
+    let (_, report) = stack.replicator_command(&["verify"]).await;
+    test_support::eventually(
+        Duration::from_secs(30),
+        "replica-1 in sync during the outage",
+        async || {
+            let (_, report) = stack.replicator_command(&["verify"]).await;
+            report.contains("replica-1: in sync").then_some(())
+        },
+    )
+    .await;
+    assert!(report.contains("replica-2: DIFFERS"), "{report}");
+
+    proxy.set(LinkMode::Open);
+    stack.wait_converged().await;
+    assert_eq!(
+        stack.vhost.queue_depth("products.dlq").await,
+        Some(0),
+        "an outage is not the messages' fault"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_and_replication_goes_on() {
+    let stack = Stack::start(1, &[], 1).await;
+    let connection = stack.vhost.connect().await;
+    let channel = connection.open_channel(None).await.unwrap();
+    for (queue, body) in [
+        ("products.sync", b"{not json".to_vec()),
+        ("products.delete", br#"{"schema_version": 99}"#.to_vec()),
+    ] {
+        channel
+            .basic_publish(
+                BasicProperties::default()
+                    .with_message_id("poison")
+                    .finish(),
+                body,
+                BasicPublishArguments::new("", queue),
+            )
+            .await
+            .unwrap();
+    }
+    let report = mixed_writes(&stack.client, &stack.write_api.url(), 300, 8).await;
+    assert_eq!(report.failed, 0);
+    stack.wait_converged().await;
+    test_support::eventually(
+        Duration::from_secs(20),
+        "two messages in the DLQ",
+        async || (stack.vhost.queue_depth("products.dlq").await == Some(2)).then_some(()),
+    )
+    .await;
+
+    let (listed, text) = stack.replicator_command(&["dlq", "list"]).await;
+    assert!(listed, "{text}");
+    assert!(text.contains("\"reason\":\"malformed\""), "{text}");
+    assert!(
+        text.contains("\"original_queue\":\"products.delete\""),
+        "{text}"
+    );
+    assert!(text.contains("\"replica\":\"none\""), "{text}");
+    // Listing leaves them where they are; replay keeps what still cannot be decoded.
+    assert_eq!(stack.vhost.queue_depth("products.dlq").await, Some(2));
+    let (replayed, text) = stack.replicator_command(&["dlq", "replay"]).await;
+    assert!(replayed, "{text}");
+    assert!(
+        text.contains("\"replayed\":0") && text.contains("\"kept\":2"),
+        "{text}"
+    );
+    let _ = channel.close().await;
+    let _ = connection.close().await;
+}

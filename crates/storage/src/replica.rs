@@ -1,0 +1,236 @@
+//! Writing to a replica: the version-guarded apply rule, the replica's status row, and the
+//! reads of the primary that catch-up, resync and verify page through.
+//!
+//! The apply rule: a row is written only when the replica holds no row for its id or an
+//! older version of it. Upserts and tombstones alike, so any set of changes applied in any
+//! order, any number of times, leaves the replica equal to the primary.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::StorageError;
+use crate::products::ProductRow;
+use crate::schema::{products, replication_status};
+
+/// Keeps, per id, only the row with the highest version: PostgreSQL refuses to upsert one
+/// row twice in a statement, and the lower versions would lose anyway.
+pub fn newest_per_id(rows: impl IntoIterator<Item = ProductRow>) -> Vec<ProductRow> {
+    let mut newest: HashMap<Uuid, ProductRow> = HashMap::new();
+    for row in rows {
+        match newest.get(&row.id) {
+            Some(kept) if kept.version >= row.version => {}
+            _ => {
+                newest.insert(row.id, row);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// Applies `rows` (one per id: see [`newest_per_id`]) under the version guard, in one
+/// statement whatever their number. Returns how many rows changed; older or equal versions
+/// change nothing.
+pub async fn apply(
+    conn: &mut AsyncPgConnection,
+    rows: &[ProductRow],
+) -> Result<usize, StorageError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Arrays bound once and unnested: 8 parameters for any batch size, far below the
+    // protocol's 65,535-parameter limit, and one plan.
+    let query = diesel::sql_query(
+        "INSERT INTO products (id, name, price_cents, stock, created_at, updated_at, version, deleted_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::int[], \
+                              $5::timestamptz[], $6::timestamptz[], $7::bigint[], $8::timestamptz[]) \
+         ON CONFLICT (id) DO UPDATE SET \
+             name = EXCLUDED.name, price_cents = EXCLUDED.price_cents, stock = EXCLUDED.stock, \
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+             version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at \
+         WHERE products.version < EXCLUDED.version",
+    )
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(rows.iter().map(|r| r.price_cents).collect::<Vec<_>>())
+    .bind::<Array<Int4>, _>(rows.iter().map(|r| r.stock).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamptz>>, _>(rows.iter().map(|r| r.deleted_at).collect::<Vec<_>>());
+    Ok(query.execute(conn).await?)
+}
+
+/// [`apply`] and, when given, [`record_applied`], in one transaction.
+pub async fn apply_batch(
+    conn: &mut AsyncPgConnection,
+    rows: &[ProductRow],
+    status: Option<&AppliedBatch>,
+) -> Result<usize, StorageError> {
+    use diesel_async::AsyncConnection;
+    conn.transaction::<_, StorageError, _>(async |conn| {
+        let changed = apply(conn, rows).await?;
+        if let Some(status) = status {
+            record_applied(conn, status).await?;
+        }
+        Ok(changed)
+    })
+    .await
+}
+
+/// What one applied batch adds to the replica's `replication_status`.
+#[derive(Debug, Clone)]
+pub struct AppliedBatch {
+    pub last_event_id: Uuid,
+    pub last_event_seq: i64,
+    /// The newest `occurred_at` in the batch.
+    pub newest_event_at: DateTime<Utc>,
+    pub events: i64,
+}
+
+/// Records a batch in the status row. `last_event_at` only moves forward: batches of other
+/// replicator instances may commit in any order.
+pub async fn record_applied(
+    conn: &mut AsyncPgConnection,
+    batch: &AppliedBatch,
+) -> Result<(), StorageError> {
+    use diesel::dsl::now;
+    use replication_status::dsl as rs;
+    diesel::update(rs::replication_status)
+        .set((
+            rs::last_event_id.eq(batch.last_event_id),
+            rs::last_event_seq.eq(batch.last_event_seq),
+            rs::last_event_at.eq(diesel::dsl::sql::<Nullable<Timestamptz>>(
+                "GREATEST(last_event_at, ",
+            )
+            .bind::<Timestamptz, _>(batch.newest_event_at)
+            .sql(")")),
+            rs::last_applied_at.eq(now.into_sql::<Timestamptz>().nullable()),
+            rs::events_applied.eq(rs::events_applied + batch.events),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets or clears the replica's `behind_since` (read-api counts it as lag).
+pub async fn set_behind_since(
+    conn: &mut AsyncPgConnection,
+    since: Option<DateTime<Utc>>,
+) -> Result<(), StorageError> {
+    diesel::update(replication_status::table)
+        .set(replication_status::behind_since.eq(since))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A keyset position: rows strictly after `(updated_at, id)`.
+pub type ChangedAfter = (DateTime<Utc>, Uuid);
+
+/// Up to `limit` rows (tombstones included) changed at or after `since`, in
+/// `(updated_at, id)` order, starting after `after`.
+pub async fn changed_since(
+    conn: &mut AsyncPgConnection,
+    since: DateTime<Utc>,
+    after: Option<ChangedAfter>,
+    limit: i64,
+) -> Result<Vec<ProductRow>, StorageError> {
+    let mut query = products::table
+        .select(ProductRow::as_select())
+        .filter(products::updated_at.ge(since))
+        .order((products::updated_at, products::id))
+        .limit(limit)
+        .into_boxed();
+    if let Some((updated_at, id)) = after {
+        query = query.filter(
+            products::updated_at
+                .gt(updated_at)
+                .or(products::updated_at.eq(updated_at).and(products::id.gt(id))),
+        );
+    }
+    Ok(query.load(conn).await?)
+}
+
+/// Up to `limit` rows (tombstones included) with ids after `after`, in id order.
+pub async fn page_by_id(
+    conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<ProductRow>, StorageError> {
+    let mut query = products::table
+        .select(ProductRow::as_select())
+        .order(products::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(products::id.gt(after));
+    }
+    Ok(query.load(conn).await?)
+}
+
+/// Up to `limit` ids after `after`, in order.
+pub async fn ids_after(
+    conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Uuid>, StorageError> {
+    let mut query = products::table
+        .select(products::id)
+        .order(products::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(products::id.gt(after));
+    }
+    Ok(query.load(conn).await?)
+}
+
+/// Which of `ids` exist here (live or tombstone).
+pub async fn existing_ids(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, StorageError> {
+    Ok(products::table
+        .select(products::id)
+        .filter(products::id.eq_any(ids))
+        .load(conn)
+        .await?)
+}
+
+/// Deletes rows outright (resync removing what the primary no longer has).
+pub async fn remove(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<usize, StorageError> {
+    Ok(
+        diesel::delete(products::table.filter(products::id.eq_any(ids)))
+            .execute(conn)
+            .await?,
+    )
+}
+
+/// Live rows, all rows, and an order-independent checksum over every row's `(id, version)`:
+/// two tables with the same summary hold the same versions of the same ids.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct TableSummary {
+    #[diesel(sql_type = BigInt)]
+    pub live_rows: i64,
+    #[diesel(sql_type = BigInt)]
+    pub all_rows: i64,
+    #[diesel(sql_type = Text)]
+    pub checksum: String,
+}
+
+pub async fn summarize(conn: &mut AsyncPgConnection) -> Result<TableSummary, StorageError> {
+    Ok(diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE deleted_at IS NULL) AS live_rows, \
+                count(*) AS all_rows, \
+                COALESCE(sum(hashtextextended(id::text || ':' || version::text, 0)::numeric), 0)::text \
+                    AS checksum \
+         FROM products",
+    )
+    .get_result(conn)
+    .await?)
+}

@@ -1,0 +1,141 @@
+//! The apply rule as a property: any history of changes, shuffled, duplicated and split into
+//! any batches, leaves a real replica equal to the final state of every product.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use proptest::prelude::*;
+use storage::products::ProductRow;
+use storage::replica::{apply_batch, newest_per_id};
+use storage::schema::products;
+use uuid::Uuid;
+
+/// One product's history: each step an upsert (name, cents, stock) or a delete.
+fn history() -> impl Strategy<Value = Vec<Option<(u8, i64, i32)>>> {
+    prop::collection::vec(
+        prop::option::weighted(0.7, (0u8..50, 0i64..100_000, 0i32..1000)),
+        1..8,
+    )
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + seconds, 0).unwrap()
+}
+
+/// The row at every version of a product with this history.
+fn versions(id: Uuid, steps: &[Option<(u8, i64, i32)>]) -> Vec<ProductRow> {
+    let mut rows: Vec<ProductRow> = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        let version = index as i64 + 1;
+        let previous = rows.last().cloned();
+        let row = match (step, previous) {
+            (Some((name, cents, stock)), _) => ProductRow {
+                id,
+                name: format!("product {name}"),
+                price_cents: *cents,
+                stock: *stock,
+                created_at: at(0),
+                updated_at: at(version),
+                version,
+                deleted_at: None,
+            },
+            (None, Some(previous)) => ProductRow {
+                updated_at: at(version),
+                version,
+                deleted_at: Some(at(version)),
+                ..previous
+            },
+            (None, None) => ProductRow {
+                id,
+                name: "gone".into(),
+                price_cents: 0,
+                stock: 0,
+                created_at: at(0),
+                updated_at: at(version),
+                version,
+                deleted_at: Some(at(version)),
+            },
+        };
+        rows.push(row);
+    }
+    rows
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_order_any_duplicates_converge(
+        histories in prop::collection::vec(history(), 1..12),
+        duplicates in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+        order_seed in any::<u64>(),
+        batch_sizes in prop::collection::vec(1usize..7, 1..10),
+    ) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let (_db, mut conn) = crate::migrated().await;
+            let mut expected = HashMap::new();
+            let mut changes = Vec::new();
+            for steps in &histories {
+                let rows = versions(Uuid::new_v4(), steps);
+                expected.insert(rows[0].id, rows.last().unwrap().clone());
+                changes.extend(rows);
+            }
+            for index in &duplicates {
+                let again = changes[index.index(changes.len())].clone();
+                changes.push(again);
+            }
+            // A deterministic shuffle from the seed (proptest shrinks the seed, not the order).
+            let mut state = order_seed | 1;
+            for i in (1..changes.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                changes.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+
+            let mut rest = changes.as_slice();
+            let mut sizes = batch_sizes.iter().cycle();
+            while !rest.is_empty() {
+                let size = (*sizes.next().unwrap()).min(rest.len());
+                let (batch, tail) = rest.split_at(size);
+                apply_batch(&mut conn, &newest_per_id(batch.iter().cloned()), None).await.unwrap();
+                rest = tail;
+            }
+
+            let stored: Vec<ProductRow> = products::table
+                .select(ProductRow::as_select())
+                .load(&mut conn)
+                .await
+                .unwrap();
+            let stored: HashMap<Uuid, ProductRow> = stored.into_iter().map(|r| (r.id, r)).collect();
+            assert_eq!(stored, expected);
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_older_version_never_overwrites_a_newer_one() {
+    let (_db, mut conn) = crate::migrated().await;
+    let rows = versions(
+        Uuid::new_v4(),
+        &[Some((1, 100, 1)), None, Some((2, 200, 2))],
+    );
+    apply_batch(&mut conn, &[rows[2].clone()], None)
+        .await
+        .unwrap();
+    let changed = apply_batch(&mut conn, &[rows[1].clone()], None)
+        .await
+        .unwrap();
+    assert_eq!(changed, 0);
+    let changed = apply_batch(&mut conn, &[rows[2].clone()], None)
+        .await
+        .unwrap();
+    assert_eq!(changed, 0, "the same version twice changes nothing");
+    let stored: ProductRow = products::table
+        .select(ProductRow::as_select())
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, rows[2]);
+}

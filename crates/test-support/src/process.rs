@@ -1,0 +1,174 @@
+//! The project's binaries as real processes, for end-to-end and fault tests.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::unique_name;
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The path of a workspace binary, built first if this test run did not build it (a
+/// package's tests only build that package's own binaries).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    static BUILD_LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let target_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(PathBuf::from))
+        .expect("test binary under target/<profile>/deps");
+    let path = target_dir.join(name);
+    let _guard = BUILD_LOCK
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--bin", name])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    path
+}
+
+/// A running service process, killed when dropped. Its output goes to a log file that is
+/// printed when the test fails (or always with `TEST_LOG=1`) and removed afterwards.
+pub struct ServiceProcess {
+    pub name: String,
+    pub port: u16,
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `args` and `env` (plus `PORT`, `HOST` and a log level).
+    pub fn start(binary: PathBuf, args: &[&str], env: &[(&str, String)]) -> Self {
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut process = Self {
+            port: free_port(),
+            log_path: std::env::temp_dir().join(format!("{}.log", unique_name(&name))),
+            name,
+            binary,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            child: None,
+        };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let mut command = Command::new(&self.binary);
+        command
+            .args(&self.args)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", self.port.to_string())
+            .env("LOG_FORMAT", "text")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_SERVICE_LOG")
+                    .unwrap_or_else(|_| "info,replicator=debug,amqprs=off".into()),
+            )
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .kill_on_drop(true);
+        self.child = Some(command.spawn().expect("starting the service binary"));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", self.url());
+        crate::eventually(timeout, &format!("{} to be ready", self.name), async || {
+            let ok = client
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    /// `kill -9`: no chance to finish anything.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
+    pub async fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => {
+                let _ = child.kill().await;
+                false
+            }
+        }
+    }
+
+    /// Starts the same command again (same port, same log).
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop the process before restarting it"
+        );
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if std::thread::panicking() || std::env::var_os("TEST_LOG").is_some() {
+            eprintln!("----- log of {} -----\n{}", self.name, self.log());
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
