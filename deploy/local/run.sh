@@ -18,6 +18,13 @@ export RABBITMQ_URL=${RABBITMQ_URL:-amqp://$CATALOGUE_AMQP_USER:$CATALOGUE_AMQP_
 log "applying migrations to the primary"
 "$ROOT/target/release/write-api" migrate
 
+export REPLICA_1_URL=${REPLICA_1_URL:-postgres://$CATALOGUE_DB_USER:$CATALOGUE_DB_PASSWORD@127.0.0.1:5433/products}
+export REPLICA_2_URL=${REPLICA_2_URL:-postgres://$CATALOGUE_DB_USER:$CATALOGUE_DB_PASSWORD@127.0.0.1:5434/products}
+
+# name:port of each service, in start order.
+SERVICES=(write-api:8000 replicator:8002)
+[ -x "$ROOT/target/release/read-api" ] && SERVICES+=(read-api:8001)
+
 pids=()
 stop_all() {
   trap - INT TERM
@@ -30,20 +37,25 @@ trap stop_all INT TERM
 
 # Each service gets its own session, so a Ctrl-C reaches only this script, which then stops
 # them with one SIGTERM each (a second signal would make a service skip its drain).
-setsid "$ROOT/target/release/write-api" &
-pids+=($!)
-
-for port in 8000; do
-  for _ in $(seq 150); do
+for service in "${SERVICES[@]}"; do
+  name=${service%%:*} port=${service##*:}
+  PORT=$port setsid "$ROOT/target/release/$name" &
+  pids+=($!)
+  for _ in $(seq 300); do
     curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
-    kill -0 "${pids[0]}" 2>/dev/null || die "write-api exited; see its log above"
+    kill -0 "${pids[-1]}" 2>/dev/null || { kill -TERM "${pids[@]}" 2>/dev/null; die "$name exited; see its log above"; }
     sleep 0.2
   done
+  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { kill -TERM "${pids[@]}"; die "$name is not ready after 60 s"; }
+  log "$name is ready on http://127.0.0.1:$port"
 done
-log "write-api is ready on http://127.0.0.1:8000 — try:"
+
+log "the stack is up — try:"
 cat >&2 <<'TRY'
   curl -s -X POST http://127.0.0.1:8000/api/products \
        -H 'content-type: application/json' -d '{"name":"Laptop","price":999.99,"stock":10}'
+  curl -s http://127.0.0.1:8002/readyz
+  curl -s http://127.0.0.1:8001/api/products
 TRY
 log "Ctrl-C stops it"
 wait
