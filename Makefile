@@ -6,13 +6,19 @@ SHELL := /bin/bash
 export TEST_PG_ADMIN_URL ?= postgres://catalogue:catalogue@127.0.0.1:5432/postgres
 TEST_THREADS ?= 8
 
-.PHONY: help run test lint fmt services clean-tests
+.PHONY: help run stop reset test lint fmt services clean-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 run: ## Start the whole stack on this machine (installs and provisions what is missing)
 	deploy/local/run.sh
+
+stop: ## Stop services `make run` left running
+	deploy/local/stop.sh
+
+reset: ## Wipe the local stack's data (asks first)
+	deploy/local/reset.sh
 
 services: ## Make sure PostgreSQL and RabbitMQ run (installs them when missing)
 	deploy/local/ensure-services.sh

@@ -41,6 +41,8 @@ pg_version() {
 # Credentials the local stack and the tests use. Change them here, in one place.
 : "${CATALOGUE_DB_USER:=catalogue}"
 : "${CATALOGUE_DB_PASSWORD:=catalogue}"
+: "${CATALOGUE_READER_USER:=catalogue_reader}"
+: "${CATALOGUE_READER_PASSWORD:=catalogue_reader}"
 : "${CATALOGUE_AMQP_USER:=catalogue}"
 : "${CATALOGUE_AMQP_PASSWORD:=catalogue}"
 : "${CATALOGUE_AMQP_VHOST:=catalogue}"

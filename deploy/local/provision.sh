@@ -15,6 +15,20 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SQL
 }
 
+# read-api's login: it may read every table the catalogue role creates, and nothing else.
+grant_reader() {
+  local port=$1
+  as_postgres psql -q -p "$port" -d products -v ON_ERROR_STOP=1 \
+    -v reader="$CATALOGUE_READER_USER" -v password="$CATALOGUE_READER_PASSWORD" -v owner="$CATALOGUE_DB_USER" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'reader', :'password')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'reader') \gexec
+SELECT format('GRANT CONNECT ON DATABASE products TO %I', :'reader') \gexec
+SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'reader') \gexec
+SELECT format('GRANT SELECT ON ALL TABLES IN SCHEMA public TO %I', :'reader') \gexec
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public GRANT SELECT ON TABLES TO %I', :'owner', :'reader') \gexec
+SQL
+}
+
 # The management API is reachable only from localhost with guest, which is all we need here.
 rabbitmq_api() {
   local method=$1 path=$2 body=${3:-}
@@ -53,5 +67,8 @@ ensure_replica_cluster replica-1 5433
 ensure_replica_cluster replica-2 5434
 
 log "creating database products (owner $CATALOGUE_DB_USER) and RabbitMQ vhost $CATALOGUE_AMQP_VHOST"
-for port in 5432 5433 5434; do create_database "$port" products; done
+for port in 5432 5433 5434; do
+  create_database "$port" products
+  grant_reader "$port"
+done
 create_rabbitmq_user_and_vhost

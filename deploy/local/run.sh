@@ -39,7 +39,12 @@ trap stop_all INT TERM
 # them with one SIGTERM each (a second signal would make a service skip its drain).
 for service in "${SERVICES[@]}"; do
   name=${service%%:*} port=${service##*:}
-  PORT=$port setsid "$ROOT/target/release/$name" &
+  if [ "$name" = read-api ]; then
+    # read-api logs in as the role that can only SELECT (its default URLs).
+    env -u DATABASE_URL -u REPLICA_1_URL -u REPLICA_2_URL PORT="$port" setsid "$ROOT/target/release/$name" &
+  else
+    PORT=$port setsid "$ROOT/target/release/$name" &
+  fi
   pids+=($!)
   for _ in $(seq 300); do
     curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break

@@ -152,15 +152,18 @@ impl Pipeline {
 
         let decoded: Vec<&ChangeEvent> = events.iter().map(|(_, event)| event).collect();
         if let Some(prepared) = PreparedBatch::new(&decoded) {
-            self.apply_everywhere(&prepared, stop).await?;
-            for (delivery, event) in &events {
-                tracing::debug!(
-                    event_id = %event.event_id,
-                    product_id = %event.product_id(),
-                    version = event.version().get(),
-                    request_id = delivery.header("x-request-id").unwrap_or("-"),
-                    "change applied"
-                );
+            let applied_to = self.apply_everywhere(&prepared, stop).await?;
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                for (delivery, event) in &events {
+                    tracing::debug!(
+                        event_id = %event.event_id,
+                        product_id = %event.product_id(),
+                        version = event.version().get(),
+                        request_id = delivery.header("x-request-id").unwrap_or("-"),
+                        replicas = %applied_to.join(","),
+                        "change applied"
+                    );
+                }
             }
         }
         consumer.ack(batch).await?;
@@ -168,12 +171,13 @@ impl Pipeline {
     }
 
     /// Applies to every replica in parallel; for each that missed the batch, records a
-    /// catch-up mark on the primary before the batch may be acked.
+    /// catch-up mark on the primary before the batch may be acked. Returns the replicas that
+    /// took the batch.
     async fn apply_everywhere(
         &self,
         prepared: &PreparedBatch,
         stop: &CancellationToken,
-    ) -> Result<(), SessionEnd> {
+    ) -> Result<Vec<String>, SessionEnd> {
         // The batch in hand finishes even when a stop is requested: its retries run to their
         // budget, bounded by the policy.
         let no_stop = CancellationToken::new();
@@ -183,7 +187,11 @@ impl Pipeline {
                 .map(|replica| apply::apply_to_replica(replica, prepared, &self.policy, &no_stop)),
         )
         .await;
+        let mut applied_to = Vec::with_capacity(self.replicas.len());
         for (replica, outcome) in self.replicas.iter().zip(outcomes) {
+            if let ReplicaOutcome::Applied { .. } = outcome {
+                applied_to.push(replica.name.clone());
+            }
             if let ReplicaOutcome::Missed { error, attempts } = outcome {
                 if attempts > 1 {
                     tracing::warn!(replica = %replica.name, attempts, %error, "batch missed a replica; marking it for catch-up");
@@ -191,7 +199,7 @@ impl Pipeline {
                 self.mark_behind(replica, prepared, &error, stop).await?;
             }
         }
-        Ok(())
+        Ok(applied_to)
     }
 
     /// Retries until the mark is written: without it the batch must not be acked.

@@ -34,6 +34,26 @@ impl StorageError {
     }
 }
 
+impl StorageError {
+    /// True for errors that say nothing about the connection: the statement ran and the
+    /// database answered no. Anything else may have left the session unusable.
+    pub fn leaves_connection_usable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StorageError::Query(Error::NotFound) => true,
+            StorageError::Query(Error::DatabaseError(kind, _)) => matches!(
+                kind,
+                DatabaseErrorKind::UniqueViolation
+                    | DatabaseErrorKind::ForeignKeyViolation
+                    | DatabaseErrorKind::CheckViolation
+                    | DatabaseErrorKind::NotNullViolation
+            ),
+            StorageError::Corrupt { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for StorageError {
     fn from(error: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
         StorageError::Unavailable(error.to_string())

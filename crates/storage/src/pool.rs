@@ -90,9 +90,12 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
 
 /// Runs `work` on a pooled connection with an overall deadline.
 ///
-/// The deadline covers waiting for the connection too. A future cut short by it is dropped
-/// with its connection; diesel-async marks a connection with an unfinished transaction as
-/// broken, and the pool discards it instead of reusing it.
+/// The deadline covers waiting for the connection too. A statement cut short by it leaves
+/// its connection mid-conversation, and diesel-async flags a connection as broken only for an
+/// unfinished *transaction*: returned to the pool, it would be handed out again and hang
+/// again on a frozen link. So after a timeout or a connection-level error the connection is
+/// taken out of the pool and closed; `statement_timeout` stops the server side. Only errors
+/// known to leave the session usable (a row not found, a constraint refused) keep it.
 pub async fn with_connection<T, F>(
     pool: &DbPool,
     deadline: Duration,
@@ -101,13 +104,32 @@ pub async fn with_connection<T, F>(
 where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StorageError>,
 {
-    let attempt = async {
-        let mut conn = pool.get().await?;
-        work(&mut conn).await
+    let until = tokio::time::Instant::now() + deadline;
+    let mut conn = match tokio::time::timeout_at(until, pool.get()).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(error)) => return Err(error.into()),
+        Err(_) => return Err(StorageError::Timeout(deadline)),
     };
-    tokio::time::timeout(deadline, attempt)
-        .await
-        .map_err(|_| StorageError::Timeout(deadline))?
+    match tokio::time::timeout_at(until, work(&mut conn)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            if !error.leaves_connection_usable() {
+                discard(conn);
+            }
+            Err(error)
+        }
+        Err(_) => {
+            discard(conn);
+            Err(StorageError::Timeout(deadline))
+        }
+    }
+}
+
+/// Detaches a connection from its pool (freeing its slot) and closes it.
+fn discard(conn: diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>) {
+    drop(diesel_async::pooled_connection::deadpool::Object::take(
+        conn,
+    ));
 }
 
 /// Checks that the database answers a trivial query within `deadline`.

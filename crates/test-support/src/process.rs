@@ -90,7 +90,7 @@ impl ServiceProcess {
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_SERVICE_LOG")
-                    .unwrap_or_else(|_| "info,replicator=debug,amqprs=off".into()),
+                    .unwrap_or_else(|_| "info,write_api=debug,replicator=debug,amqprs=off".into()),
             )
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -171,6 +171,13 @@ impl Catalogue {
             .await
             .map_err(|_| StorageError::Timeout(self.deadline))??;
         self.outbox_written.notify_one();
+        tracing::debug!(
+            product_id = %written.0.id,
+            version = written.0.version.get(),
+            deleted = written.0.is_deleted(),
+            request_id,
+            "change committed"
+        );
         Ok(written)
     }
 }

@@ -68,3 +68,40 @@ async fn sigterm_finishes_the_batch_and_exits_cleanly() {
     );
     assert!(stack.replicators[0].log().contains("consumer stopped"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_id_follows_a_write_to_every_replica() {
+    let stack = Stack::start(2, &[], 1).await;
+    let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
+    let response = stack
+        .client
+        .post(format!("{}/api/products", stack.write_api.url()))
+        .header("x-request-id", &request_id)
+        .json(&serde_json::json!({"name": "Traced", "price": 1.5, "stock": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-request-id"], request_id.as_str());
+
+    test_support::eventually(
+        Duration::from_secs(20),
+        "the replicator to log the request id",
+        async || {
+            let log = stack.replicators[0].log();
+            let line = log
+                .lines()
+                .find(|l| l.contains(&request_id) && l.contains("change applied"))?;
+            Some(line.contains("replica-1") && line.contains("replica-2")).filter(|ok| *ok)
+        },
+    )
+    .await;
+    assert!(
+        stack
+            .write_api
+            .log()
+            .lines()
+            .any(|l| l.contains(&request_id) && l.contains("change committed")),
+        "write-api logs the request id with the committed change"
+    );
+}

@@ -1,0 +1,142 @@
+//! Wiring: a pool and a [`Source`] per replica (and the primary), the health checker, the
+//! HTTP server, and an orderly stop.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::router::Router;
+use crate::settings::Settings;
+use crate::source::{Policy, Role, Source};
+use crate::{health, routes};
+
+/// The name of the primary as a source, in `X-Served-By` and metrics.
+pub const PRIMARY: &str = "primary";
+
+/// A running read-api: HTTP server and health checker.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    health: JoinHandle<()>,
+    health_stop: CancellationToken,
+}
+
+impl Application {
+    /// Builds the pools (lazily connected, so a replica that is down does not stop start-up),
+    /// checks every source once so the first reads know where to go, binds the port and
+    /// starts serving. `shutdown` stops the server gracefully, then the health checker.
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let policy = Policy {
+            max_lag_ms: settings.max_lag_ms,
+            max_consecutive_errors: settings.max_consecutive_errors,
+            cooldown: settings.cooldown_ms,
+        };
+        let breaker_opened = Arc::new(Notify::new());
+        let mut replicas = Vec::new();
+        for target in settings.replica_targets()? {
+            let pool =
+                storage::pool::build(target.url.expose(), &settings.pool_settings(&target.name))
+                    .with_context(|| format!("building the pool of {}", target.name))?;
+            replicas.push(Arc::new(Source::new(
+                target.name,
+                Role::Replica,
+                pool,
+                policy,
+                breaker_opened.clone(),
+            )));
+        }
+        let primary = if settings.fallback_to_primary {
+            let pool = storage::pool::build(
+                settings.database_url.expose(),
+                &settings.pool_settings(PRIMARY),
+            )
+            .context("building the primary's read-only pool")?;
+            Some(Arc::new(Source::new(
+                PRIMARY,
+                Role::Primary,
+                pool,
+                policy,
+                breaker_opened.clone(),
+            )))
+        } else {
+            None
+        };
+        let router = Arc::new(Router::new(
+            replicas,
+            primary,
+            settings.strategy,
+            settings.read_timeout_ms,
+            settings.request_deadline_ms,
+        ));
+
+        health::check_all(&router, settings.health_check_timeout_ms).await;
+        for source in router.replicas().iter().chain(router.primary()) {
+            match source.unavailable_reason() {
+                None => tracing::info!(replica = %source.name(), "source in rotation"),
+                Some(reason) => {
+                    tracing::warn!(replica = %source.name(), %reason, "source out of rotation at start-up")
+                }
+            }
+        }
+
+        let data = web::Data::from(router.clone());
+        let metrics = web::Data::new(service_kit::metrics::install());
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(http_api::middleware::request_context))
+                .app_data(data.clone())
+                .app_data(metrics.clone())
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(settings.shutdown_timeout_s)
+        .disable_signals();
+        if settings.http_workers > 0 {
+            server = server.workers(settings.http_workers);
+        }
+        let server = server.run();
+
+        let handle = server.handle();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            handle.stop(true).await;
+        });
+
+        let health_stop = CancellationToken::new();
+        let health = tokio::spawn(health::run(
+            router,
+            settings.health_check_interval_ms,
+            settings.health_check_timeout_ms,
+            breaker_opened,
+            health_stop.clone(),
+        ));
+        Ok(Self {
+            port,
+            server,
+            health,
+            health_stop,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until shutdown, then stops the health checker.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        self.health_stop.cancel();
+        let _ = self.health.await;
+        served.context("HTTP server failed")
+    }
+}

@@ -1,0 +1,115 @@
+//! HTTP routes. Each handler parses its input first, calls one router operation, and shapes
+//! the answer; errors become HTTP in `errors.rs`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use http_api::extract::ProductIdPath;
+use http_api::{ApiError, ProductView};
+use serde::Serialize;
+
+use crate::errors::{Failure, set_served_by};
+use crate::list_query::ListRequest;
+use crate::min_version::MinVersion;
+use crate::reads::Found;
+use crate::router::Router;
+use crate::status;
+
+/// Every route read-api serves.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/api/products")
+                .route(web::get().to(list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/products/{id}")
+                .route(web::get().to(get))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/replicas")
+                .route(web::get().to(status::replicas))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .route("/healthz", web::get().to(http_api::ops::healthz))
+        .route("/readyz", web::get().to(status::readyz))
+        .route("/metrics", web::get().to(status::metrics));
+}
+
+/// A page in the seed's envelope: `data` stays the array of products, and the cursor of the
+/// next page sits beside it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageBody {
+    success: bool,
+    data: Vec<ProductView>,
+    next_cursor: Option<String>,
+    message: &'static str,
+}
+
+async fn list(router: web::Data<Router>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| {
+            ApiError::bad_request("invalid_query", format!("malformed query string: {e}"))
+        })?
+        .into_inner();
+    let request = ListRequest::parse(&pairs).map_err(ApiError::from)?;
+    let served = router.list(request).await?;
+    let page = served.value;
+    let mut response = HttpResponse::Ok().json(PageBody {
+        success: true,
+        data: page.items.into_iter().map(ProductView::from).collect(),
+        next_cursor: page.next.map(|cursor| cursor.encode()),
+        message: "Products retrieved successfully",
+    });
+    set_served_by(&mut response, &served.source);
+    Ok(response)
+}
+
+async fn get(
+    router: web::Data<Router>,
+    ProductIdPath(id): ProductIdPath,
+    MinVersion(min_version): MinVersion,
+) -> Result<HttpResponse, Failure> {
+    let served = router.get(id, min_version).await?;
+    match served.value {
+        Found::Live(product) => {
+            let version = product.version;
+            let mut response = http_api::envelope::ok(
+                ProductView::from(product),
+                "Product retrieved successfully",
+            );
+            if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
+                response.headers_mut().insert(header::ETAG, value);
+            }
+            set_served_by(&mut response, &served.source);
+            Ok(response)
+        }
+        Found::Deleted(_) | Found::Absent => Err(Failure::not_found(id, served.source)),
+    }
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}; read-api only reads (GET), writes go to write-api",
+            req.method(),
+            req.path()
+        ),
+    );
+    let mut response = actix_web::ResponseError::error_response(&error);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET"));
+    response
+}
+
+/// Any path no route matches.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    let error = ApiError::not_found(format!("no endpoint at {} {}", req.method(), req.path()));
+    actix_web::ResponseError::error_response(&error)
+}

@@ -1,0 +1,200 @@
+//! read-api's settings. Each key is also an environment variable in upper case; see the
+//! README's configuration table.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use service_kit::SecretUrl;
+use service_kit::config::{ConfigError, millis};
+use service_kit::replicas::ReplicaTarget;
+
+/// read-api logs in as the role that may only SELECT (made by `make run`'s provisioning and
+/// by the compose init script).
+const READER: &str = "postgres://catalogue_reader:catalogue_reader@127.0.0.1";
+
+use crate::strategy::Strategy;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address to listen on.
+    pub host: String,
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub http_workers: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_timeout_s: u64,
+    /// Any number of replicas, `url` or `name=url`; when empty, the two below.
+    pub replica_urls: Vec<SecretUrl>,
+    pub replica_1_url: SecretUrl,
+    pub replica_2_url: SecretUrl,
+    /// The primary, read (read-only sessions) only when no replica can answer.
+    pub database_url: SecretUrl,
+    pub fallback_to_primary: bool,
+    /// `round_robin`, `random` or `least_outstanding`.
+    pub strategy: Strategy,
+    /// Connections per source (each replica, and the primary).
+    pub db_pool_size: usize,
+    #[serde(with = "millis")]
+    pub db_connect_timeout_ms: Duration,
+    /// Server-side bound on one statement.
+    #[serde(with = "millis")]
+    pub db_statement_timeout_ms: Duration,
+    /// Bound on one attempt on one source, waiting for a connection included.
+    #[serde(with = "millis")]
+    pub read_timeout_ms: Duration,
+    /// Bound on a whole read, all attempts on all sources included; past it, 503.
+    #[serde(with = "millis")]
+    pub request_deadline_ms: Duration,
+    #[serde(with = "millis")]
+    pub health_check_interval_ms: Duration,
+    #[serde(with = "millis")]
+    pub health_check_timeout_ms: Duration,
+    /// Consecutive failed reads that take a source out of rotation.
+    pub max_consecutive_errors: u32,
+    /// How long such a source stays out before a probe decides.
+    #[serde(with = "millis")]
+    pub cooldown_ms: Duration,
+    /// A replica lagging more than this leaves rotation.
+    pub max_lag_ms: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8001,
+            http_workers: 0,
+            shutdown_timeout_s: 30,
+            replica_urls: Vec::new(),
+            replica_1_url: SecretUrl::new(format!("{READER}:5433/products")),
+            replica_2_url: SecretUrl::new(format!("{READER}:5434/products")),
+            database_url: SecretUrl::new(format!("{READER}:5432/products")),
+            fallback_to_primary: true,
+            strategy: Strategy::RoundRobin,
+            db_pool_size: 16,
+            db_connect_timeout_ms: Duration::from_secs(1),
+            db_statement_timeout_ms: Duration::from_secs(1),
+            read_timeout_ms: Duration::from_secs(1),
+            request_deadline_ms: Duration::from_secs(3),
+            health_check_interval_ms: Duration::from_secs(1),
+            health_check_timeout_ms: Duration::from_millis(500),
+            max_consecutive_errors: 3,
+            cooldown_ms: Duration::from_secs(5),
+            max_lag_ms: 5000,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl service_kit::config::Settings for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let targets = self.replica_targets()?;
+        if targets.iter().any(|t| t.name == crate::app::PRIMARY) {
+            return invalid(format!(
+                "a replica may not be named {:?}: that name is the primary's",
+                crate::app::PRIMARY
+            ));
+        }
+        if self.db_pool_size == 0 {
+            return invalid("db_pool_size must be at least 1".into());
+        }
+        if self.max_consecutive_errors == 0 {
+            return invalid("max_consecutive_errors must be at least 1".into());
+        }
+        if self.read_timeout_ms > self.request_deadline_ms {
+            return invalid("read_timeout_ms must not exceed request_deadline_ms".into());
+        }
+        if !service_kit::telemetry::is_valid_format(&self.log_format) {
+            return invalid(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            ));
+        }
+        for (key, value) in [
+            ("db_connect_timeout_ms", self.db_connect_timeout_ms),
+            ("db_statement_timeout_ms", self.db_statement_timeout_ms),
+            ("read_timeout_ms", self.read_timeout_ms),
+            ("request_deadline_ms", self.request_deadline_ms),
+            ("health_check_interval_ms", self.health_check_interval_ms),
+            ("health_check_timeout_ms", self.health_check_timeout_ms),
+            ("cooldown_ms", self.cooldown_ms),
+        ] {
+            if value.is_zero() {
+                return invalid(format!("{key} must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// The replicas to read from, named `replica-1`, `replica-2`, … unless named in the list.
+    pub fn replica_targets(&self) -> Result<Vec<ReplicaTarget>, ConfigError> {
+        service_kit::replicas::replica_targets(
+            &self.replica_urls,
+            &self.replica_1_url,
+            &self.replica_2_url,
+        )
+    }
+
+    /// Pool settings for one source: read-only sessions, and every wait bounded by one
+    /// attempt's timeout.
+    pub fn pool_settings(&self, source: &str) -> storage::PoolSettings {
+        let mut pool = storage::PoolSettings::new(format!("read-api {source}"));
+        pool.max_size = self.db_pool_size;
+        pool.connect_timeout = self.db_connect_timeout_ms;
+        pool.acquire_timeout = self.read_timeout_ms;
+        pool.statement_timeout = self.db_statement_timeout_ms;
+        pool.read_only = true;
+        pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        service_kit::config::load_from(
+            None,
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn reads_the_seed_variables_and_the_strategy() {
+        let settings = load(&[
+            ("PORT", "9001"),
+            ("REPLICA_URLS", "east=postgres://a/x,postgres://b/x"),
+            ("STRATEGY", "least_outstanding"),
+            ("FALLBACK_TO_PRIMARY", "false"),
+        ])
+        .unwrap();
+        assert_eq!(settings.port, 9001);
+        assert_eq!(settings.strategy, Strategy::LeastOutstanding);
+        assert!(!settings.fallback_to_primary);
+        let names: Vec<_> = settings
+            .replica_targets()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["east", "replica-2"]);
+    }
+
+    #[test]
+    fn defaults_name_two_replicas_and_bad_values_are_refused() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.port, 8001);
+        assert_eq!(settings.strategy, Strategy::RoundRobin);
+        assert_eq!(settings.replica_targets().unwrap().len(), 2);
+        assert!(load(&[("STRATEGY", "fastest")]).is_err());
+        assert!(load(&[("MAX_CONSECUTIVE_ERRORS", "0")]).is_err());
+        assert!(load(&[("READ_TIMEOUT_MS", "5000"), ("REQUEST_DEADLINE_MS", "1000")]).is_err());
+        assert!(load(&[("REPLICA_URLS", "mysql://x/y")]).is_err());
+    }
+}

@@ -1,0 +1,297 @@
+//! One place reads can go (a replica, or the primary as a last resort): its pool, its load,
+//! and whether it is in rotation.
+//!
+//! A source is in rotation when its last health check passed, its lag is within
+//! `max_lag_ms` (replicas), and its breaker is closed. The breaker opens after
+//! `max_consecutive_errors` failed reads in a row; it stays open for `cooldown_ms`, and then
+//! the next health check decides: passing closes it, failing leaves the source out as
+//! unreachable until a later check passes. Nothing but health checks brings a source back,
+//! so a flapping replica is not fed reads between two failures.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use storage::DbPool;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::lag::Lag;
+
+/// What a source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Replica,
+    Primary,
+}
+
+/// When a source leaves rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub max_lag_ms: u64,
+    pub max_consecutive_errors: u32,
+    pub cooldown: Duration,
+}
+
+pub struct Source {
+    name: Arc<str>,
+    role: Role,
+    pool: DbPool,
+    policy: Policy,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+    health: Mutex<Health>,
+    /// Wakes the health checker when a breaker opens, so the probe after the cool-down is
+    /// not left to the next regular check.
+    breaker_opened: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    /// `None` until the first health check; then its outcome (`Err` holds why it failed).
+    probe: Option<Result<(), String>>,
+    lag: Option<Lag>,
+    consecutive_errors: u32,
+    breaker: Option<Breaker>,
+    last_error: Option<String>,
+}
+
+/// An open breaker: the source is out until `until`, then until a health check passes.
+#[derive(Debug, Clone)]
+struct Breaker {
+    until: Instant,
+    errors: u32,
+}
+
+/// A source as `/api/replicas` and `/readyz` show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceReport {
+    pub name: String,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub lag_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catching_up_since: Option<DateTime<Utc>>,
+    pub in_flight: usize,
+    pub reads_served: u64,
+    pub consecutive_errors: u32,
+    pub last_error: Option<String>,
+}
+
+impl Source {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        role: Role,
+        pool: DbPool,
+        policy: Policy,
+        breaker_opened: Arc<Notify>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            pool,
+            policy,
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            health: Mutex::new(Health::default()),
+            breaker_opened,
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a read on this source until the guard is dropped (for `least_outstanding`).
+    pub fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+
+    /// Why the source is out of rotation, or `None` when it is in.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.health().reason(&self.policy, Instant::now())
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.unavailable_reason().is_none()
+    }
+
+    /// A read got an answer that was used (found or not): the error streak ends.
+    pub fn record_success(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.record_answer();
+    }
+
+    /// A read got an answer, used or not (one too old for `X-Min-Version` is not): the
+    /// source works, so the error streak ends.
+    pub fn record_answer(&self) {
+        self.health().consecutive_errors = 0;
+    }
+
+    /// A read failed or timed out here; enough in a row open the breaker.
+    pub fn record_failure(&self, error: &str) {
+        let mut health = self.health();
+        health.consecutive_errors = health.consecutive_errors.saturating_add(1);
+        health.last_error = Some(error.to_owned());
+        if health.breaker.is_none()
+            && health.consecutive_errors >= self.policy.max_consecutive_errors
+        {
+            health.breaker = Some(Breaker {
+                until: Instant::now() + self.policy.cooldown,
+                errors: health.consecutive_errors,
+            });
+            tracing::warn!(
+                replica = %self.name,
+                errors = health.consecutive_errors,
+                cooldown_ms = self.policy.cooldown.as_millis() as u64,
+                last_error = error,
+                "source left rotation after consecutive read errors"
+            );
+            self.breaker_opened.notify_one();
+        }
+    }
+
+    /// Whether a health check should run now: not while the breaker's cool-down lasts.
+    pub fn probe_due(&self, now: Instant) -> bool {
+        self.health()
+            .breaker
+            .as_ref()
+            .is_none_or(|b| b.until <= now)
+    }
+
+    /// When the breaker's cool-down ends, if it is open.
+    pub fn cooldown_ends(&self) -> Option<Instant> {
+        self.health().breaker.as_ref().map(|b| b.until)
+    }
+
+    /// Records a health check that began at `started`: `Ok` with the lag measured (none for
+    /// the primary), or why it failed. Either way a breaker whose cool-down had ended when the
+    /// check began is closed: the check has decided. (A check already under way when the
+    /// breaker opened decides nothing about it.)
+    pub fn record_probe(&self, started: Instant, outcome: Result<Option<Lag>, String>) {
+        let now = Instant::now();
+        let mut health = self.health();
+        let checked_before = health.probe.is_some();
+        let before = health.reason(&self.policy, now);
+        if health.breaker.as_ref().is_some_and(|b| b.until <= started) {
+            health.breaker = None;
+            health.consecutive_errors = 0;
+        }
+        match outcome {
+            Ok(lag) => {
+                health.probe = Some(Ok(()));
+                health.lag = lag;
+            }
+            Err(reason) => {
+                health.last_error = Some(reason.clone());
+                health.probe = Some(Err(reason));
+            }
+        }
+        let after = health.reason(&self.policy, now);
+        drop(health);
+        // The first check's outcome is logged by start-up, not as a change.
+        if !checked_before {
+            return;
+        }
+        match (before, after) {
+            (Some(was), None) => {
+                tracing::info!(replica = %self.name, was = %was, "source back in rotation");
+            }
+            (None, Some(reason)) => {
+                tracing::warn!(replica = %self.name, %reason, "source left rotation");
+            }
+            _ => {}
+        }
+    }
+
+    pub fn report(&self) -> SourceReport {
+        let health = self.health();
+        let reason = health.reason(&self.policy, Instant::now());
+        SourceReport {
+            name: self.name.to_string(),
+            healthy: reason.is_none(),
+            reason,
+            lag_ms: health.lag.map(|lag| lag.ms),
+            catching_up_since: health.lag.and_then(|lag| lag.catching_up_since),
+            in_flight: self.in_flight(),
+            reads_served: self.served.load(Ordering::Relaxed),
+            consecutive_errors: health.consecutive_errors,
+            last_error: health.last_error.clone(),
+        }
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        // The state is a few plain fields, valid after any panic: keep using it.
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Health {
+    fn reason(&self, policy: &Policy, now: Instant) -> Option<String> {
+        if let Some(breaker) = &self.breaker {
+            let last = self.last_error.as_deref().unwrap_or("unknown error");
+            let next = if breaker.until > now {
+                format!(
+                    "a health check decides in {} ms",
+                    (breaker.until - now).as_millis()
+                )
+            } else {
+                "waiting for a health check".to_owned()
+            };
+            return Some(format!(
+                "cooling down after {} consecutive read errors (last: {last}); {next}",
+                breaker.errors
+            ));
+        }
+        match &self.probe {
+            None => return Some("not checked yet".to_owned()),
+            Some(Err(reason)) => return Some(reason.clone()),
+            Some(Ok(())) => {}
+        }
+        let lag = self.lag?;
+        if lag.ms <= policy.max_lag_ms {
+            return None;
+        }
+        Some(match lag.catching_up_since {
+            Some(since) => format!(
+                "catching up since {} (lag {} ms > max_lag_ms {})",
+                since.to_rfc3339(),
+                lag.ms,
+                policy.max_lag_ms
+            ),
+            None => format!(
+                "lagging: {} ms behind (max_lag_ms {})",
+                lag.ms, policy.max_lag_ms
+            ),
+        })
+    }
+}
+
+/// Counts one read in flight until dropped.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

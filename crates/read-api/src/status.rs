@@ -1,0 +1,77 @@
+//! What operators see: `GET /api/replicas`, `/readyz` and the source gauges of `/metrics`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use service_kit::metrics::PrometheusHandle;
+
+use crate::router::Router;
+use crate::source::SourceReport;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    strategy: String,
+    fallback_to_primary: bool,
+    replicas: Vec<SourceReport>,
+    /// The primary, when fallback to it is on.
+    primary: Option<SourceReport>,
+}
+
+fn report(router: &Router) -> Report {
+    Report {
+        strategy: router.strategy().to_string(),
+        fallback_to_primary: router.primary().is_some(),
+        replicas: router.replicas().iter().map(|s| s.report()).collect(),
+        primary: router.primary().map(|s| s.report()),
+    }
+}
+
+/// `GET /api/replicas`: each replica's health (and why not), lag and load.
+pub async fn replicas(router: web::Data<Router>) -> HttpResponse {
+    http_api::envelope::ok(report(&router), "Replica status retrieved successfully")
+}
+
+/// `GET /readyz`: 200 while some source can serve reads (a replica in rotation, or the
+/// primary when fallback is on); every source is shown either way.
+pub async fn readyz(router: web::Data<Router>) -> HttpResponse {
+    let report = report(&router);
+    if router.can_serve() {
+        http_api::envelope::success(StatusCode::OK, report, "ready")
+    } else {
+        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(serde_json::json!({
+            "success": false,
+            "error": "no source can serve reads: every replica is out of rotation and the \
+                      primary is unavailable or not a fallback",
+            "code": "not_ready",
+            "data": report,
+        }))
+    }
+}
+
+/// `GET /metrics`: refreshes the source gauges, then renders everything.
+pub async fn metrics(
+    router: web::Data<Router>,
+    handle: web::Data<PrometheusHandle>,
+) -> HttpResponse {
+    publish_gauges(&router);
+    http_api::ops::metrics(handle).await
+}
+
+/// `replica_healthy`, `replica_lag_seconds` and `replica_in_flight` for every replica.
+pub fn publish_gauges(router: &Router) {
+    for source in router.replicas() {
+        let report = source.report();
+        let name = report.name;
+        metrics::gauge!("replica_healthy", "replica" => name.clone()).set(if report.healthy {
+            1.0
+        } else {
+            0.0
+        });
+        if let Some(lag_ms) = report.lag_ms {
+            metrics::gauge!("replica_lag_seconds", "replica" => name.clone())
+                .set(lag_ms as f64 / 1000.0);
+        }
+        metrics::gauge!("replica_in_flight", "replica" => name).set(report.in_flight as f64);
+    }
+}

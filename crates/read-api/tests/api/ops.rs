@@ -1,0 +1,59 @@
+//! `/healthz` and `/metrics`.
+
+use service_kit::SecretUrl;
+use test_support::unique_name;
+
+use crate::helpers::{Cluster, row, spawn_app, test_settings};
+
+#[tokio::test]
+async fn healthz_answers_and_metrics_count_reads_per_source_and_outcome() {
+    let cluster = Cluster::new(2).await;
+    let product = row("Clock", 3_000, 1);
+    cluster
+        .insert_everywhere(std::slice::from_ref(&product))
+        .await;
+    // Metrics are process-wide: unique replica names keep other tests' gauges apart.
+    let names = [unique_name("ops"), unique_name("ops")];
+    let mut settings = test_settings(&cluster);
+    settings.replica_urls = names
+        .iter()
+        .zip(&cluster.replicas)
+        .map(|(name, db)| SecretUrl::new(format!("{name}={}", db.url())))
+        .collect();
+    let app = spawn_app(settings).await;
+
+    let health = app.answer("/healthz", &[]).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body["data"]["status"], "alive");
+
+    app.answer(&format!("/api/products/{}", product.id), &[])
+        .await;
+    app.answer(&format!("/api/products/{}", uuid::Uuid::now_v7()), &[])
+        .await;
+    app.answer("/api/products", &[]).await;
+    app.answer(
+        &format!("/api/products/{}", product.id),
+        &[("x-min-version", "5")],
+    )
+    .await;
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let [a, b] = &names;
+    for expected in [
+        format!(r#"reads_total{{source="{a}",outcome="ok"}}"#),
+        format!(r#"reads_total{{source="{b}",outcome="not_found"}}"#),
+        r#"outcome="too_old""#.to_owned(),
+        r#"reads_total{source="primary",outcome="ok"}"#.to_owned(),
+        format!(r#"read_duration_seconds_bucket{{source="{a}""#),
+        format!(r#"replica_healthy{{replica="{a}"}} 1"#),
+        format!(r#"replica_lag_seconds{{replica="{b}"}} 0"#),
+        format!(r#"replica_in_flight{{replica="{a}"}} 0"#),
+        "http_requests_total".to_owned(),
+        r#"route="/api/products/{id}""#.to_owned(),
+    ] {
+        assert!(
+            metrics.contains(&expected),
+            "{expected} missing from /metrics"
+        );
+    }
+}
