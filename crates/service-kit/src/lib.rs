@@ -17,4 +17,4 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use backoff::Backoff;
-pub use secret::SecretUrl;
+pub use secret::{SecretText, SecretUrl};

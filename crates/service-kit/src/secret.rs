@@ -63,6 +63,48 @@ impl Serialize for SecretUrl {
     }
 }
 
+/// A secret that is not a URL (an API token): never shown, only whether it is set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// The secret itself, for the one place that compares with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_set() {
+            "SecretText(***)"
+        } else {
+            "SecretText(unset)"
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self)
+    }
+}
+
+/// Serialized in full for the configuration loader only, as [`SecretUrl`].
+impl Serialize for SecretText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +115,13 @@ mod tests {
         assert_eq!(url.to_string(), "postgres://app:***@db:5432/products");
         assert!(!format!("{url:?}").contains("s3cret"));
         assert!(url.expose().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_token_never_shows() {
+        let token = SecretText::new("t0ken");
+        assert_eq!(format!("{token:?}"), "SecretText(***)");
+        assert_eq!(format!("{:?}", SecretText::default()), "SecretText(unset)");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{self, WriteToken};
 use crate::catalogue::Catalogue;
 use crate::readiness::Readiness;
 use crate::relay::{BrokerStatus, Relay};
@@ -73,13 +74,19 @@ impl Application {
         });
         let metrics = web::Data::new(service_kit::metrics::install());
         let body_limit = settings.body_limit_bytes;
+        let write_token = web::Data::new(WriteToken(settings.write_api_token.clone()));
+        if !settings.write_api_token.is_set() {
+            tracing::warn!("WRITE_API_TOKEN is not set: writes need no credentials");
+        }
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(access::require_token))
                 .wrap(from_fn(http_api::middleware::request_context))
+                .app_data(write_token.clone())
                 .app_data(catalogue.clone())
                 .app_data(readiness.clone())
                 .app_data(metrics.clone())

@@ -4,8 +4,10 @@
 //!   product and its outbox row.
 //! - [`relay`]: publishes the outbox to RabbitMQ with confirms, then deletes what was confirmed.
 //! - [`routes`]: the HTTP handlers; [`errors`] maps failures to status codes.
+//! - [`access`]: the bearer token writes need when `WRITE_API_TOKEN` is set.
 //! - [`app`]: wiring and shutdown; [`settings`]: configuration.
 
+pub mod access;
 pub mod app;
 pub mod catalogue;
 pub mod errors;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use service_kit::SecretUrl;
 use service_kit::config::{ConfigError, millis};
+use service_kit::{SecretText, SecretUrl};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -50,6 +50,8 @@ pub struct Settings {
     pub relay_confirm_timeout_ms: Duration,
     /// `text` or `json`.
     pub log_format: String,
+    /// When set, writes need `Authorization: Bearer <token>`.
+    pub write_api_token: SecretText,
 }
 
 impl Default for Settings {
@@ -74,6 +76,7 @@ impl Default for Settings {
             relay_poll_interval_ms: Duration::from_secs(1),
             relay_confirm_timeout_ms: Duration::from_secs(10),
             log_format: "text".into(),
+            write_api_token: SecretText::default(),
         }
     }
 }

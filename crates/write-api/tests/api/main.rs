@@ -2,6 +2,7 @@
 //! a free port with its own database and vhost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access;
 mod bad_input;
 mod create;
 mod helpers;
