@@ -6,12 +6,13 @@
 //! - [`ProductView`]: a product on the wire (camelCase, price as a JSON number).
 //! - [`extract`]: the product id in the path, and JSON bodies with size and type limits.
 //! - [`middleware`]: `X-Request-Id`, a span per request, and request metrics.
-//! - [`ops`]: `/healthz` and `/metrics`.
+//! - [`ops`]: `/healthz` and `/metrics`; [`openapi`]: the envelope's schemas for the docs.
 
 pub mod envelope;
 mod error;
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod ops;
 mod view;
 

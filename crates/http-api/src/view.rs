@@ -4,17 +4,23 @@ use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
 /// A live product as clients see it: the seed's fields in camelCase, plus `version`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductView {
     pub id: Uuid,
+    #[schema(example = "Laptop")]
     pub name: String,
+    /// Exact to the cent.
+    #[schema(value_type = f64, example = 999.99)]
     pub price: Price,
+    #[schema(example = 10)]
     pub stock: i32,
     #[serde(serialize_with = "timestamp")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "timestamp")]
     pub updated_at: DateTime<Utc>,
+    /// Rises by one with every change, a delete included.
+    #[schema(example = 1)]
     pub version: i64,
 }
 

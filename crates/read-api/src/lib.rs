@@ -17,6 +17,7 @@ pub mod health;
 pub mod lag;
 pub mod list_query;
 pub mod min_version;
+pub mod openapi;
 pub mod reads;
 pub mod router;
 pub mod routes;

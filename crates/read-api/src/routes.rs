@@ -35,7 +35,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .route("/healthz", web::get().to(http_api::ops::healthz))
         .route("/readyz", web::get().to(status::readyz))
-        .route("/metrics", web::get().to(status::metrics));
+        .route("/metrics", web::get().to(status::metrics))
+        .service(crate::openapi::swagger_ui());
 }
 
 /// A page in the seed's envelope: `data` stays the array of products, and the cursor of the
@@ -49,6 +50,18 @@ struct PageBody {
     message: &'static str,
 }
 
+/// Live products in `(createdAt, id)` order, a page at a time.
+#[utoipa::path(get, path = "/api/products", tag = "products",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ("name" = Option<String>, Query, description = "case-insensitive substring"),
+        ("minPrice" = Option<f64>, Query), ("maxPrice" = Option<f64>, Query),
+        ("inStock" = Option<bool>, Query)),
+    responses(
+        (status = 200, body = http_api::openapi::ProductPageEnvelope, headers(("X-Served-By" = String, description = "the source that answered: replica-N or primary"))),
+        (status = 400, description = "bad parameters, every one listed", body = http_api::openapi::ErrorEnvelope),
+        (status = 503, description = "no source could answer in time", body = http_api::openapi::ErrorEnvelope)))]
 async fn list(router: web::Data<Router>, req: HttpRequest) -> Result<HttpResponse, Failure> {
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| {
@@ -68,6 +81,16 @@ async fn list(router: web::Data<Router>, req: HttpRequest) -> Result<HttpRespons
     Ok(response)
 }
 
+/// One live product.
+#[utoipa::path(get, path = "/api/products/{id}", tag = "products",
+    params(("id" = uuid::Uuid, Path),
+        ("X-Min-Version" = Option<i64>, Header, description = "only a source holding this version or newer may answer")),
+    responses(
+        (status = 200, body = http_api::openapi::ProductEnvelope, headers(("X-Served-By" = String, description = "the source that answered: replica-N or primary"))),
+        (status = 400, body = http_api::openapi::ErrorEnvelope),
+        (status = 404, description = "absent or deleted", body = http_api::openapi::ErrorEnvelope),
+        (status = 503, description = "no source could answer (or none holds `X-Min-Version` and fallback is off)",
+         body = http_api::openapi::ErrorEnvelope)))]
 async fn get(
     router: web::Data<Router>,
     ProductIdPath(id): ProductIdPath,

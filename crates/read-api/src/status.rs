@@ -28,12 +28,18 @@ fn report(router: &Router) -> Report {
 }
 
 /// `GET /api/replicas`: each replica's health (and why not), lag and load.
+#[utoipa::path(get, path = "/api/replicas", tag = "replicas",
+    responses((status = 200, description = "per replica: healthy, reason, lagMs, inFlight, readsServed, lastError",
+               body = http_api::openapi::StatusEnvelope)))]
 pub async fn replicas(router: web::Data<Router>) -> HttpResponse {
     http_api::envelope::ok(report(&router), "Replica status retrieved successfully")
 }
 
 /// `GET /readyz`: 200 while some source can serve reads (a replica in rotation, or the
 /// primary when fallback is on); every source is shown either way.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = http_api::openapi::StatusEnvelope),
+              (status = 503, description = "no source can serve", body = http_api::openapi::StatusEnvelope)))]
 pub async fn readyz(router: web::Data<Router>) -> HttpResponse {
     let report = report(&router);
     if router.can_serve() {

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod database;
+pub mod openapi;
 mod process;
 mod proxy;
 mod vhost;

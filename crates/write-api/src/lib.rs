@@ -5,12 +5,14 @@
 //! - [`relay`]: publishes the outbox to RabbitMQ with confirms, then deletes what was confirmed.
 //! - [`routes`]: the HTTP handlers; [`errors`] maps failures to status codes.
 //! - [`access`]: the bearer token writes need when `WRITE_API_TOKEN` is set.
+//! - [`openapi`]: the OpenAPI document and `/docs/`.
 //! - [`app`]: wiring and shutdown; [`settings`]: configuration.
 
 pub mod access;
 pub mod app;
 pub mod catalogue;
 pub mod errors;
+pub mod openapi;
 pub mod preconditions;
 pub mod readiness;
 pub mod relay;

@@ -48,6 +48,11 @@ impl Readiness {
 
 /// `GET /readyz`: 200 when the primary answers; writes do not need the broker (they queue in
 /// the outbox), so its state and the backlog are shown but do not make this fail.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "the primary answers; broker state and outbox backlog shown",
+         body = http_api::openapi::StatusEnvelope),
+        (status = 503, description = "the primary does not answer", body = http_api::openapi::StatusEnvelope)))]
 pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
     let backlog = readiness.backlog().await;
     let broker = readiness.broker.borrow().clone();

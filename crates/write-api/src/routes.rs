@@ -10,7 +10,10 @@ use domain::{Product, ProductBody};
 use http_api::extract::{ProductIdPath, RequestId};
 use http_api::{ApiError, ProductView, envelope};
 
+use http_api::openapi::{EmptyEnvelope, ErrorEnvelope, ProductEnvelope};
+
 use crate::catalogue::{Catalogue, Outcome};
+use crate::openapi::{ProductInput, ProductPatchInput};
 use crate::preconditions::{Precondition, etag};
 use crate::readiness;
 
@@ -33,9 +36,18 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .route("/healthz", web::get().to(http_api::ops::healthz))
         .route("/readyz", web::get().to(readiness::readyz))
-        .route("/metrics", web::get().to(readiness::metrics));
+        .route("/metrics", web::get().to(readiness::metrics))
+        .service(crate::openapi::swagger_ui());
 }
 
+/// Create a product. The body may carry its `id` (a UUID); else one is made.
+#[utoipa::path(post, path = "/api/products", tag = "products",
+    request_body = ProductInput,
+    params(("X-Request-Id" = Option<String>, Header, description = "kept, logged and carried into the change event")),
+    responses(
+        (status = 201, description = "created; `Location` and `ETag` set", body = ProductEnvelope),
+        (status = 409, description = "the id exists", body = ErrorEnvelope),
+        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "the primary is unreachable; nothing was written", body = ErrorEnvelope)))]
 async fn create(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -46,6 +58,15 @@ async fn create(
     Ok(product_response(product, Outcome::Created))
 }
 
+/// Replace a product, creating it when absent (or deleted).
+#[utoipa::path(put, path = "/api/products/{id}", tag = "products",
+    request_body = ProductInput,
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`")),
+    responses(
+        (status = 200, description = "replaced", body = ProductEnvelope),
+        (status = 201, description = "created", body = ProductEnvelope),
+        (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
+        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "the primary is unreachable; nothing was written", body = ErrorEnvelope)))]
 async fn replace(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -60,6 +81,15 @@ async fn replace(
     Ok(product_response(product, outcome))
 }
 
+/// Change some fields of a product.
+#[utoipa::path(patch, path = "/api/products/{id}", tag = "products",
+    request_body = ProductPatchInput,
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`")),
+    responses(
+        (status = 200, description = "updated", body = ProductEnvelope),
+        (status = 404, description = "no such product", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
+        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "the primary is unreachable; nothing was written", body = ErrorEnvelope)))]
 async fn patch(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -74,6 +104,14 @@ async fn patch(
     Ok(product_response(product, Outcome::Updated))
 }
 
+/// Delete a product (it becomes a tombstone; its version rises).
+#[utoipa::path(delete, path = "/api/products/{id}", tag = "products",
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`")),
+    responses(
+        (status = 200, description = "deleted", body = EmptyEnvelope),
+        (status = 404, description = "no such product", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
+        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "the primary is unreachable; nothing was written", body = ErrorEnvelope)))]
 async fn delete(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,

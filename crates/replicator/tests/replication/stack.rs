@@ -4,7 +4,12 @@ use std::time::Duration;
 
 use test_support::{ServiceProcess, TcpProxy, TestDatabase, TestVhost, workspace_binary};
 
+/// At most this many stacks at once: each holds a few dozen PostgreSQL connections, and the
+/// server allows 100 in all.
+static STACKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3);
+
 pub struct Stack {
+    _slot: tokio::sync::SemaphorePermit<'static>,
     pub primary: TestDatabase,
     pub replicas: Vec<TestDatabase>,
     /// `Some` for replicas reached through a proxy the test controls.
@@ -21,6 +26,7 @@ pub const CONVERGE: Duration = Duration::from_secs(90);
 impl Stack {
     /// `replicas` replica databases; those whose index is in `proxied` sit behind a proxy.
     pub async fn start(replicas: usize, proxied: &[usize], replicators: usize) -> Self {
+        let slot = STACKS.acquire().await.unwrap();
         let primary = TestDatabase::create().await;
         let vhost = TestVhost::create().await;
         let mut replica_dbs = Vec::new();
@@ -42,10 +48,12 @@ impl Stack {
                 ("RELAY_POLL_INTERVAL_MS", "200".into()),
                 ("AMQP_RECONNECT_MAX_MS", "500".into()),
                 ("HTTP_WORKERS", "2".into()),
+                ("DB_POOL_SIZE", "6".into()),
             ],
         );
         write_api.wait_ready(Duration::from_secs(60)).await;
         let mut stack = Self {
+            _slot: slot,
             primary,
             replicas: replica_dbs,
             replica_proxies: proxies,
@@ -83,6 +91,7 @@ impl Stack {
             ("APPLY_TIMEOUT_MS", "2000".into()),
             ("DB_CONNECT_TIMEOUT_MS", "1000".into()),
             ("AMQP_RECONNECT_MAX_MS", "500".into()),
+            ("DB_POOL_SIZE", "2".into()),
         ]
     }
 
