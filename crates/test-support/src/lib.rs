@@ -5,6 +5,8 @@
 //! - [`TestVhost`]: a fresh RabbitMQ virtual host, deleted when the value is.
 //! - [`TcpProxy`]: a proxy a test can cut, freeze and reopen.
 //! - [`ServiceProcess`]: a workspace binary run as a real process, killable with -9.
+//! - [`stack::Stack`]: primary, replicas, vhost and the services, with proxies to break links;
+//!   [`load`]: write and read loads that count what was acknowledged.
 //! - [`eventually`]: polls a condition until it holds or a deadline passes.
 //!
 //! Where the services are: `TEST_PG_ADMIN_URL` (default
@@ -14,9 +16,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod database;
+pub mod load;
 pub mod openapi;
 mod process;
 mod proxy;
+pub mod stack;
 mod vhost;
 
 pub use database::TestDatabase;

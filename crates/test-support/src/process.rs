@@ -128,6 +128,15 @@ impl ServiceProcess {
         }
     }
 
+    /// `kill -9` without waiting for the exit, for use while `&self` is borrowed elsewhere.
+    pub fn kill_now(&self) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM, then waits for the exit; returns whether it exited successfully.
     pub async fn terminate(&mut self, timeout: Duration) -> bool {
         let Some(mut child) = self.child.take() else {

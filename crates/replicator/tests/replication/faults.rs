@@ -6,20 +6,17 @@ use amqprs::BasicProperties;
 use amqprs::channel::BasicPublishArguments;
 use test_support::LinkMode;
 
-use crate::stack::Stack;
-use crate::workload::mixed_writes;
+use crate::{stack, writes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_down_past_the_budget_catches_up_by_itself() {
-    let stack = Stack::start(2, &[1], 1).await;
+    let stack = stack(2, &[1], 1).await;
     let proxy = stack.replica_proxies[1].as_ref().unwrap();
-    let first = mixed_writes(&stack.client, &stack.write_api.url(), 200, 8).await;
-    assert_eq!(first.failed, 0);
+    writes(&stack, 200, 8).await;
     stack.wait_converged().await;
 
     proxy.set(LinkMode::Cut);
-    let during = mixed_writes(&stack.client, &stack.write_api.url(), 800, 8).await;
-    assert_eq!(during.failed, 0);
+    writes(&stack, 800, 8).await;
     // The healthy replica keeps up while the other is away.
     let (_, report) = stack.replicator_command(&["verify"]).await;
     test_support::eventually(
@@ -44,7 +41,7 @@ async fn a_replica_down_past_the_budget_catches_up_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_and_replication_goes_on() {
-    let stack = Stack::start(1, &[], 1).await;
+    let stack = stack(1, &[], 1).await;
     let connection = stack.vhost.connect().await;
     let channel = connection.open_channel(None).await.unwrap();
     for (queue, body) in [
@@ -62,8 +59,7 @@ async fn poison_messages_are_dead_lettered_and_replication_goes_on() {
             .await
             .unwrap();
     }
-    let report = mixed_writes(&stack.client, &stack.write_api.url(), 300, 8).await;
-    assert_eq!(report.failed, 0);
+    writes(&stack, 300, 8).await;
     stack.wait_converged().await;
     test_support::eventually(
         Duration::from_secs(20),

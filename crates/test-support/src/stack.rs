@@ -1,0 +1,310 @@
+//! A whole stack for one test: a primary, replicas, a vhost, and the three services as real
+//! processes, with TCP proxies the test controls in front of whatever it wants to break.
+
+use std::time::Duration;
+
+use crate::{ServiceProcess, TcpProxy, TestDatabase, TestVhost, workspace_binary};
+
+/// At most this many stacks at once: each holds a few dozen PostgreSQL connections, and the
+/// server allows 100 in all.
+static STACKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3);
+
+/// How long a stack may take to converge after the load stops.
+pub const CONVERGE: Duration = Duration::from_secs(120);
+
+/// What to start, and which links go through a proxy.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub replicas: usize,
+    /// Indexes of replicas reached through a proxy (by the replicator and read-api).
+    pub proxied_replicas: Vec<usize>,
+    /// write-api and the replicators reach RabbitMQ through a proxy.
+    pub broker_proxy: bool,
+    /// write-api, the replicators and read-api reach the primary through a proxy.
+    pub primary_proxy: bool,
+    pub write_apis: usize,
+    pub replicators: usize,
+    pub read_api: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            replicas: 2,
+            proxied_replicas: Vec::new(),
+            broker_proxy: false,
+            primary_proxy: false,
+            write_apis: 1,
+            replicators: 1,
+            read_api: false,
+        }
+    }
+}
+
+pub struct Stack {
+    _slot: tokio::sync::SemaphorePermit<'static>,
+    pub primary: TestDatabase,
+    pub replicas: Vec<TestDatabase>,
+    /// `Some` for replicas behind a proxy.
+    pub replica_proxies: Vec<Option<TcpProxy>>,
+    pub primary_proxy: Option<TcpProxy>,
+    pub broker_proxy: Option<TcpProxy>,
+    pub vhost: TestVhost,
+    pub write_apis: Vec<ServiceProcess>,
+    pub replicators: Vec<ServiceProcess>,
+    pub read_api: Option<ServiceProcess>,
+    pub client: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Self {
+        let slot = STACKS.acquire().await.unwrap();
+        let primary = TestDatabase::create().await;
+        storage_migrate(primary.url()).await;
+        let vhost = TestVhost::create().await;
+        let mut replicas = Vec::new();
+        let mut replica_proxies = Vec::new();
+        for index in 0..options.replicas {
+            replicas.push(TestDatabase::create().await);
+            replica_proxies.push(if options.proxied_replicas.contains(&index) {
+                Some(TcpProxy::start("127.0.0.1:5432").await)
+            } else {
+                None
+            });
+        }
+        let primary_proxy = if options.primary_proxy {
+            Some(TcpProxy::start("127.0.0.1:5432").await)
+        } else {
+            None
+        };
+        let broker_proxy = if options.broker_proxy {
+            Some(TcpProxy::start(vhost.broker_host()).await)
+        } else {
+            None
+        };
+        let mut stack = Self {
+            _slot: slot,
+            primary,
+            replicas,
+            replica_proxies,
+            primary_proxy,
+            broker_proxy,
+            vhost,
+            write_apis: Vec::new(),
+            replicators: Vec::new(),
+            read_api: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+        };
+        for _ in 0..options.write_apis {
+            stack.add_write_api().await;
+        }
+        for _ in 0..options.replicators {
+            stack.add_replicator().await;
+        }
+        if options.read_api {
+            let read_api =
+                ServiceProcess::start(workspace_binary("read-api"), &[], &stack.read_api_env());
+            read_api.wait_ready(Duration::from_secs(60)).await;
+            stack.read_api = Some(read_api);
+        }
+        stack
+    }
+
+    /// The primary's URL as the services see it (through its proxy when there is one).
+    fn primary_url(&self) -> String {
+        match &self.primary_proxy {
+            Some(proxy) => self.primary.url().replace("127.0.0.1:5432", &proxy.host()),
+            None => self.primary.url().to_owned(),
+        }
+    }
+
+    fn broker_url(&self) -> String {
+        match &self.broker_proxy {
+            Some(proxy) => self.vhost.url_via(&proxy.host()),
+            None => self.vhost.url(),
+        }
+    }
+
+    fn replica_urls(&self) -> String {
+        self.replicas
+            .iter()
+            .zip(&self.replica_proxies)
+            .map(|(db, proxy)| match proxy {
+                Some(proxy) => db.url().replace("127.0.0.1:5432", &proxy.host()),
+                None => db.url().to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn write_api_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.primary_url()),
+            ("RABBITMQ_URL", self.broker_url()),
+            ("RELAY_POLL_INTERVAL_MS", "200".into()),
+            ("AMQP_RECONNECT_MAX_MS", "500".into()),
+            ("AMQP_CONNECT_TIMEOUT_MS", "2000".into()),
+            ("RELAY_CONFIRM_TIMEOUT_MS", "3000".into()),
+            ("REQUEST_TIMEOUT_MS", "2000".into()),
+            ("DB_CONNECT_TIMEOUT_MS", "1000".into()),
+            ("HTTP_WORKERS", "2".into()),
+            ("DB_POOL_SIZE", "6".into()),
+        ]
+    }
+
+    /// The replicator's environment, for `serve` and the commands.
+    pub fn replicator_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.primary_url()),
+            ("RABBITMQ_URL", self.broker_url()),
+            ("REPLICA_URLS", self.replica_urls()),
+            ("RETRY_ATTEMPTS", "3".into()),
+            ("RETRY_BASE_MS", "20".into()),
+            ("RETRY_CAP_MS", "200".into()),
+            ("CATCHUP_INTERVAL_MS", "300".into()),
+            ("CATCHUP_MARGIN_MS", "5000".into()),
+            ("APPLY_TIMEOUT_MS", "2000".into()),
+            ("DB_CONNECT_TIMEOUT_MS", "1000".into()),
+            ("AMQP_RECONNECT_MAX_MS", "500".into()),
+            ("AMQP_CONNECT_TIMEOUT_MS", "2000".into()),
+            ("DB_POOL_SIZE", "2".into()),
+        ]
+    }
+
+    pub fn read_api_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.primary_url()),
+            ("REPLICA_URLS", self.replica_urls()),
+            ("DB_POOL_SIZE", "4".into()),
+            ("HEALTH_CHECK_INTERVAL_MS", "200".into()),
+            ("READ_TIMEOUT_MS", "500".into()),
+            ("COOLDOWN_MS", "500".into()),
+        ]
+    }
+
+    pub async fn add_write_api(&mut self) {
+        let write_api =
+            ServiceProcess::start(workspace_binary("write-api"), &[], &self.write_api_env());
+        write_api.wait_ready(Duration::from_secs(60)).await;
+        self.write_apis.push(write_api);
+    }
+
+    pub async fn add_replicator(&mut self) {
+        let replicator =
+            ServiceProcess::start(workspace_binary("replicator"), &[], &self.replicator_env());
+        replicator.wait_ready(Duration::from_secs(60)).await;
+        self.replicators.push(replicator);
+    }
+
+    /// The first write-api's base URL.
+    pub fn write_url(&self) -> String {
+        self.write_apis[0].url()
+    }
+
+    /// Runs `replicator <args>` to completion, straight to the databases and the broker (no
+    /// proxy): (success, stdout and stderr).
+    pub async fn replicator_command(&self, args: &[&str]) -> (bool, String) {
+        let direct: Vec<String> = self.replicas.iter().map(|db| db.url().to_owned()).collect();
+        let output = tokio::process::Command::new(workspace_binary("replicator"))
+            .args(args)
+            .envs(self.replicator_env())
+            .env("DATABASE_URL", self.primary.url())
+            .env("RABBITMQ_URL", self.vhost.url())
+            .env("REPLICA_URLS", direct.join(","))
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}{}",
+            if output.status.success() {
+                String::new()
+            } else {
+                format!("[{}] ", output.status)
+            },
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
+    /// Waits until `replicator verify` is clean; panics with its last report otherwise.
+    pub async fn wait_converged(&self) {
+        let deadline = tokio::time::Instant::now() + CONVERGE;
+        loop {
+            let (clean, report) = self.replicator_command(&["verify"]).await;
+            if clean {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replicas did not converge within {CONVERGE:?}:\n{report}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Rows (all, tombstones included) and the sum of versions on the primary, then on
+    /// each replica. Each acknowledged write raises one product's version by one, so the
+    /// primary's version sum counts the writes it holds.
+    pub async fn tallies(&self) -> Vec<Tally> {
+        let mut tallies = vec![tally("primary", &self.primary).await];
+        for (index, replica) in self.replicas.iter().enumerate() {
+            tallies.push(tally(&format!("replica-{}", index + 1), replica).await);
+        }
+        tallies
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tally {
+    pub name: String,
+    pub rows: i64,
+    pub live_rows: i64,
+    pub version_sum: i64,
+}
+
+async fn tally(name: &str, db: &TestDatabase) -> Tally {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        rows: i64,
+        #[diesel(sql_type = BigInt)]
+        live_rows: i64,
+        #[diesel(sql_type = BigInt)]
+        version_sum: i64,
+    }
+    let mut conn = db.connect().await;
+    let row: Row = diesel::sql_query(
+        "SELECT count(*) AS rows, count(*) FILTER (WHERE deleted_at IS NULL) AS live_rows, \
+                COALESCE(sum(version), 0)::bigint AS version_sum FROM products",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    Tally {
+        name: name.to_owned(),
+        rows: row.rows,
+        live_rows: row.live_rows,
+        version_sum: row.version_sum,
+    }
+}
+
+/// Applies the migrations to the primary before any service starts, so services that reach
+/// it through a proxy never race each other to create the schema.
+async fn storage_migrate(url: &str) {
+    let status = tokio::process::Command::new(workspace_binary("write-api"))
+        .arg("migrate")
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "write-api migrate");
+}
