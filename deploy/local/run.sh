@@ -25,6 +25,11 @@ export REPLICA_2_URL=${REPLICA_2_URL:-postgres://$CATALOGUE_DB_USER:$CATALOGUE_D
 SERVICES=(write-api:8000 replicator:8002)
 [ -x "$ROOT/target/release/read-api" ] && SERVICES+=(read-api:8001)
 
+for service in "${SERVICES[@]}"; do
+  port=${service##*:}
+  port_open "$port" && die "port $port is taken: is the stack already running? (\`make stop\` stops it)"
+done
+
 pids=()
 stop_all() {
   trap - INT TERM

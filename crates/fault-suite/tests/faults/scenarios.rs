@@ -288,9 +288,11 @@ async fn s7_poison_messages_in_each_queue() {
     let (writes, _) = load.stop().await;
     let _ = channel.close().await;
     let _ = connection.close().await;
-    test_support::eventually(Duration::from_secs(60), "4 messages in products.dlq", async || {
-        (stack.vhost.queue_depth("products.dlq").await == Some(4)).then_some(())
-    })
+    test_support::eventually(
+        Duration::from_secs(60),
+        "4 messages in products.dlq",
+        async || (stack.vhost.queue_depth("products.dlq").await == Some(4)).then_some(()),
+    )
     .await;
     let (listed, text) = stack.replicator_command(&["dlq", "list"]).await;
     assert!(listed, "{text}");
