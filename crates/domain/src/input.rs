@@ -145,8 +145,16 @@ fn required<T>(
 }
 
 fn parse_name(raw: &RawValue) -> Result<ProductName, FieldError> {
-    let text: String = serde_json::from_str(raw.get())
-        .map_err(|_| FieldError::new("name", "name must be a string"))?;
+    let text: String = serde_json::from_str(raw.get()).map_err(|_| {
+        // The body is valid JSON, so a string that does not decode holds a `\u` escape of
+        // half a surrogate pair: it is a string, just not text.
+        let message = if raw.get().starts_with('"') {
+            "name must be valid Unicode text (it has an unpaired \\u surrogate escape)"
+        } else {
+            "name must be a string"
+        };
+        FieldError::new("name", message)
+    })?;
     ProductName::parse(&text)
 }
 
@@ -283,6 +291,14 @@ mod tests {
                 "{json} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn says_why_a_string_name_is_not_text() {
+        let error = body(r#"{"name":"a\ud800b","price":1,"stock":1}"#)
+            .into_new_product()
+            .unwrap_err();
+        assert!(messages(error)[0].contains("surrogate"));
     }
 
     #[test]

@@ -9,6 +9,11 @@ use uuid::Uuid;
 const FORMAT: u8 = 1;
 /// Format byte, created_at in microseconds (big-endian i64), id.
 const LEN: usize = 1 + 8 + 16;
+/// The earliest `timestamptz` PostgreSQL stores (4714-11-24 00:00:00 BC), in microseconds
+/// since 1970. chrono goes further back; a cursor before this could never have been handed
+/// out, and sent to a source it would fail the query there ("timestamp out of range"),
+/// turning a client's bad input into a 503 and an error counted against the source.
+const MIN_POSTGRES_MICROS: i64 = -210_866_803_200_000_000;
 
 /// A position in the order `(created_at, id)`: the next page starts after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +45,9 @@ impl Cursor {
             return Err(InvalidCursor);
         }
         let micros = i64::from_be_bytes(bytes[1..9].try_into().map_err(|_| InvalidCursor)?);
+        if micros < MIN_POSTGRES_MICROS {
+            return Err(InvalidCursor);
+        }
         let created_at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
         let id = Uuid::from_slice(&bytes[9..]).map_err(|_| InvalidCursor)?;
         Ok(Self { created_at, id })
@@ -49,6 +57,7 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn round_trips_to_the_microsecond() {
@@ -83,5 +92,78 @@ mod tests {
         let mut wrong_format = URL_SAFE_NO_PAD.decode(&good).unwrap();
         wrong_format[0] = 2;
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(wrong_format)).is_err());
+    }
+
+    /// A cursor of the right layout with any time in it.
+    fn at(micros: i64) -> String {
+        URL_SAFE_NO_PAD
+            .encode([&[FORMAT][..], &micros.to_be_bytes(), Uuid::nil().as_bytes()].concat())
+    }
+
+    #[test]
+    fn refuses_times_postgresql_cannot_store() {
+        // 4714-11-24 BC is year -4713 in the proleptic Gregorian calendar chrono counts in.
+        let earliest = DateTime::from_timestamp_micros(MIN_POSTGRES_MICROS).unwrap();
+        assert_eq!(earliest.to_rfc3339(), "-4713-11-24T00:00:00+00:00");
+        assert!(Cursor::decode(&at(MIN_POSTGRES_MICROS)).is_ok());
+        assert!(Cursor::decode(&at(MIN_POSTGRES_MICROS - 1)).is_err());
+        assert!(Cursor::decode(&at(i64::MIN)).is_err());
+        assert!(Cursor::decode(&at(i64::MAX)).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Any text is a cursor or a refusal; a cursor is exactly the one its text encodes.
+        #[test]
+        fn decode_takes_any_text(text in "\\PC{0,40}|[A-Za-z0-9_-]{32,36}") {
+            if let Ok(cursor) = Cursor::decode(&text) {
+                prop_assert_eq!(cursor.encode(), text);
+            }
+        }
+
+        /// Any bytes in the cursor alphabet: only the API's layout, with a time PostgreSQL
+        /// can compare with, decodes.
+        #[test]
+        fn decode_takes_any_bytes(
+            bytes in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..40),
+                prop::collection::vec(any::<u8>(), LEN),
+            ],
+            right_format in any::<bool>(),
+        ) {
+            let mut bytes = bytes;
+            if right_format && !bytes.is_empty() {
+                bytes[0] = FORMAT;
+            }
+            let text = URL_SAFE_NO_PAD.encode(&bytes);
+            let fits = bytes.len() == LEN && bytes[0] == FORMAT && {
+                let micros = i64::from_be_bytes(bytes[1..9].try_into().unwrap());
+                micros >= MIN_POSTGRES_MICROS && DateTime::from_timestamp_micros(micros).is_some()
+            };
+            match Cursor::decode(&text) {
+                Ok(cursor) => {
+                    prop_assert!(fits);
+                    prop_assert_eq!(cursor.encode(), text);
+                }
+                Err(error) => {
+                    prop_assert!(!fits);
+                    prop_assert!(error.to_string().contains("cursor"));
+                }
+            }
+        }
+
+        /// Every position PostgreSQL can hold survives a trip through a cursor.
+        #[test]
+        fn round_trips_every_position(
+            micros in MIN_POSTGRES_MICROS..=DateTime::<Utc>::MAX_UTC.timestamp_micros(),
+            id in any::<u128>(),
+        ) {
+            let cursor = Cursor {
+                created_at: DateTime::from_timestamp_micros(micros).unwrap(),
+                id: Uuid::from_u128(id),
+            };
+            prop_assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        }
     }
 }

@@ -41,10 +41,21 @@ pub enum InvalidQuery {
     Cursor(#[from] InvalidCursor),
 }
 
+/// More query parameters than this are refused outright.
+const MAX_PARAMETERS: usize = 32;
+
 impl ListRequest {
     /// Parses the decoded query pairs; unknown, repeated and malformed parameters are refused,
     /// all reported at once.
     pub fn parse(pairs: &[(String, String)]) -> Result<Self, InvalidQuery> {
+        // Six parameters exist; a flood of them is refused before any per-pair work, so a
+        // huge query costs neither quadratic checks nor a huge answer.
+        if pairs.len() > MAX_PARAMETERS {
+            return Err(InvalidQuery::Parameters(format!(
+                "too many query parameters ({}); at most {MAX_PARAMETERS}",
+                pairs.len()
+            )));
+        }
         let mut problems = Vec::new();
         let mut request = ListRequest {
             filter: ListFilter::default(),
@@ -157,6 +168,10 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
     use super::*;
 
     fn parse(query: &[(&str, &str)]) -> Result<ListRequest, InvalidQuery> {
@@ -227,5 +242,175 @@ mod tests {
             parse(&[("cursor", "nope"), ("limit", "0")]),
             Err(InvalidQuery::Parameters(_))
         ));
+    }
+
+    /// Parameter names: the known ones, near misses and anything.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(KNOWN).prop_map(String::from),
+            1 => prop::sample::select(vec!["colour", "Limit", "", " limit", "min_price"])
+                .prop_map(String::from),
+            1 => "\\PC{0,6}",
+        ]
+    }
+
+    /// Values: any text, number-like text, words and cursors (valid or not).
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(?s).{0,24}",
+            "-?[0-9]{1,22}(\\.[0-9]{1,4})?([eE][-+]?[0-9]{1,4})?",
+            prop::sample::select(vec![
+                "true",
+                "false",
+                "maybe",
+                "NaN",
+                "Infinity",
+                "-Infinity",
+                "\"5\"",
+                "",
+                "1e400",
+                "0",
+                "1",
+                "1000",
+                "1001",
+                "%",
+                "_",
+                "\\",
+                "'; DROP TABLE products; --",
+            ])
+            .prop_map(String::from),
+            (any::<i64>(), any::<u128>()).prop_filter_map("no such time", |(micros, id)| {
+                DateTime::from_timestamp_micros(micros).map(|created_at| {
+                    Cursor {
+                        created_at,
+                        id: Uuid::from_u128(id),
+                    }
+                    .encode()
+                })
+            }),
+        ]
+    }
+
+    /// A value of the kind `key` takes (valid or near it), or else anything.
+    fn value_for(key: &str) -> BoxedStrategy<String> {
+        let right_kind = match key {
+            "limit" => (-1..=1001_i64).prop_map(|n| n.to_string()).boxed(),
+            "minPrice" | "maxPrice" => prop_oneof![
+                (0..=Price::MAX_CENTS).prop_map(|c| Price::from_cents(c).unwrap().to_string()),
+                (0..100_000_i64).prop_map(|c| format!("{c}e-3")),
+            ]
+            .boxed(),
+            "inStock" => prop::sample::select(vec!["true", "false", "TRUE", "1"])
+                .prop_map(String::from)
+                .boxed(),
+            "name" => "[^\\p{Cc}]{1,20}".boxed(),
+            _ => value().boxed(),
+        };
+        prop_oneof![3 => right_kind, 1 => value()].boxed()
+    }
+
+    fn pair() -> impl Strategy<Value = (String, String)> {
+        key().prop_flat_map(|key| {
+            let value = value_for(&key);
+            (Just(key), value)
+        })
+    }
+
+    /// A query: each known parameter maybe, sometimes more pairs (unknown or repeated), in
+    /// any order.
+    fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+        let known: Vec<_> = KNOWN
+            .iter()
+            .map(|key| {
+                prop::option::weighted(0.4, value_for(key))
+                    .prop_map(move |value| value.map(|value| ((*key).to_owned(), value)))
+            })
+            .collect();
+        let extra = prop_oneof![
+            2 => Just(Vec::new()),
+            1 => prop::collection::vec(pair(), 1..4),
+        ];
+        (known, extra, any::<prop::sample::Index>()).prop_map(|(known, extra, shift)| {
+            let mut pairs: Vec<_> = known.into_iter().flatten().chain(extra).collect();
+            if !pairs.is_empty() {
+                let shift = shift.index(pairs.len());
+                pairs.rotate_left(shift);
+            }
+            pairs
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Any pairs: a request within every bound, or a refusal that says why.
+        #[test]
+        fn parse_takes_any_pairs(pairs in pairs()) {
+            match ListRequest::parse(&pairs) {
+                Ok(request) => {
+                    for (index, (key, _)) in pairs.iter().enumerate() {
+                        prop_assert!(KNOWN.contains(&key.as_str()));
+                        prop_assert!(!pairs[..index].iter().any(|(earlier, _)| earlier == key));
+                    }
+                    prop_assert!((1..=MAX_LIMIT).contains(&request.limit));
+                    let filter = &request.filter;
+                    if let (Some(min), Some(max)) = (filter.min_price, filter.max_price) {
+                        prop_assert!(min <= max);
+                    }
+                    if let Some(pattern) = &filter.name_pattern {
+                        prop_assert!(pattern.len() >= 3);
+                        prop_assert!(pattern.starts_with('%') && pattern.ends_with('%'));
+                        prop_assert!(!pattern.chars().any(char::is_control));
+                    }
+                    let has_cursor = pairs.iter().any(|(key, _)| key == "cursor");
+                    prop_assert_eq!(request.after.is_some(), has_cursor);
+                }
+                Err(InvalidQuery::Parameters(message)) => prop_assert!(message.len() > 10),
+                Err(InvalidQuery::Cursor(_)) => {
+                    prop_assert!(pairs.iter().any(|(key, _)| key == "cursor"));
+                }
+            }
+        }
+
+        /// A query of valid values, in any order, is read exactly.
+        #[test]
+        fn valid_queries_are_read_exactly(
+            limit in 1..=MAX_LIMIT,
+            prices in (0..=Price::MAX_CENTS, 0..=Price::MAX_CENTS),
+            in_stock in any::<bool>(),
+            name in "[^\\p{Cc}]{1,200}",
+            micros in 0..4_102_444_800_000_000_i64,
+            id in any::<u128>(),
+            shift in any::<prop::sample::Index>(),
+        ) {
+            let (min, max) = (prices.0.min(prices.1), prices.0.max(prices.1));
+            let price = |cents| Price::from_cents(cents).unwrap();
+            let cursor = Cursor {
+                created_at: DateTime::from_timestamp_micros(micros).unwrap(),
+                id: Uuid::from_u128(id),
+            };
+            let mut pairs: Vec<(String, String)> = [
+                ("limit", limit.to_string()),
+                ("minPrice", price(min).to_string()),
+                ("maxPrice", price(max).to_string()),
+                ("inStock", in_stock.to_string()),
+                ("name", name.clone()),
+                ("cursor", cursor.encode()),
+            ]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+            let shift = shift.index(pairs.len());
+            pairs.rotate_left(shift);
+            let request = ListRequest::parse(&pairs).unwrap();
+            prop_assert_eq!(request.limit, limit);
+            prop_assert_eq!(request.after, Some(cursor));
+            prop_assert_eq!(request.filter, ListFilter {
+                name_pattern: Some(contains_pattern(&name)),
+                min_price: Some(price(min)),
+                max_price: Some(price(max)),
+                in_stock: Some(in_stock),
+            });
+        }
     }
 }

@@ -59,6 +59,8 @@ impl FromRequest for MinVersion {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn parse(values: &[&str]) -> Result<Option<i64>, InvalidMinVersion> {
@@ -77,5 +79,44 @@ mod tests {
             parse(&["1", "2"]),
             Err(InvalidMinVersion::Repeated)
         ));
+    }
+
+    /// Header values: arbitrary bytes, or number-like text with signs and padding.
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..24),
+            "[ \t]{0,2}[-+]?[0-9]{0,21}(\\.[0-9])?[ \t]{0,2}".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Any header values: no header, one positive integer (exactly the one written), or
+        /// a refusal that names the header.
+        #[test]
+        fn parse_takes_any_values(values in prop::collection::vec(header_value(), 0..3)) {
+            match MinVersion::parse(values.iter().map(Vec::as_slice)) {
+                Ok(MinVersion(None)) => prop_assert!(values.is_empty()),
+                Ok(MinVersion(Some(version))) => {
+                    prop_assert_eq!(values.len(), 1);
+                    let text = std::str::from_utf8(&values[0]).unwrap().trim();
+                    prop_assert!(text.bytes().all(|b| b.is_ascii_digit()));
+                    prop_assert_eq!(text.parse::<i64>().unwrap(), version.get());
+                    prop_assert!(version.get() >= 1);
+                }
+                Err(error) => prop_assert!(error.to_string().starts_with("X-Min-Version")),
+            }
+        }
+
+        #[test]
+        fn reads_every_positive_version(n in 1..=i64::MAX) {
+            prop_assert_eq!(parse(&[&n.to_string()]).unwrap(), Some(n));
+        }
+
+        #[test]
+        fn refuses_everything_below_one(n in i64::MIN..=0) {
+            prop_assert!(parse(&[&n.to_string()]).is_err());
+        }
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use futures_util::future::join_all;
 use read_api::{Application, Settings, Strategy};
-use reqwest::Response;
+use reqwest::{Method, Response};
 use serde_json::Value;
 use service_kit::SecretUrl;
 use storage::products::ProductRow;
@@ -110,11 +110,12 @@ pub async fn spawn_app(settings: Settings) -> TestApp {
     }
 }
 
-/// An answer's status, `X-Served-By` and JSON body (`Null` when not JSON).
+/// An answer's status, `X-Served-By`, `Allow` and JSON body (`Null` when not JSON).
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub served_by: Option<String>,
+    pub allow: Option<String>,
     pub body: Value,
 }
 
@@ -128,7 +129,14 @@ impl TestApp {
     }
 
     pub async fn answer(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut request = self.client.get(format!("{}{path}", self.address));
+        self.answer_to(Method::GET, path, headers).await
+    }
+
+    /// Like [`TestApp::answer`], with any method.
+    pub async fn answer_to(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -180,14 +188,19 @@ impl Drop for TestApp {
 
 pub async fn into_answer(response: Response) -> Answer {
     let status = response.status().as_u16();
-    let served_by = response
-        .headers()
-        .get("x-served-by")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let served_by = header("x-served-by");
+    let allow = header("allow");
     let body = response.json().await.unwrap_or(Value::Null);
     Answer {
         status,
         served_by,
+        allow,
         body,
     }
 }

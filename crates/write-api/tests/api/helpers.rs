@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use amqprs::channel::BasicGetArguments;
+use diesel_async::RunQueryDsl;
 use domain::ChangeEvent;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -97,6 +98,33 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+    }
+
+    /// Rows in `products`, tombstones included.
+    pub async fn product_rows(&self) -> i64 {
+        let mut conn = self.db.connect().await;
+        storage::replica::summarize(&mut conn)
+            .await
+            .unwrap()
+            .all_rows
+    }
+
+    /// Outbox rows ever inserted, the published (and so deleted) ones included: how far the
+    /// outbox's sequence has moved. An insert that was rolled back counts too.
+    pub async fn outbox_rows_written(&self) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Written {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            rows: i64,
+        }
+        let mut conn = self.db.connect().await;
+        diesel::sql_query(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS rows FROM outbox_seq_seq",
+        )
+        .get_result::<Written>(&mut conn)
+        .await
+        .unwrap()
+        .rows
     }
 
     pub async fn outbox_backlog(&self) -> i64 {
