@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export TEST_PG_ADMIN_URL ?= postgres://catalogue:catalogue@127.0.0.1:5432/postgres
 TEST_THREADS ?= 8
 
-.PHONY: help run stop reset test test-faults lint fmt services clean-tests
+.PHONY: help run stop reset test test-faults bench bench-quick lint fmt services clean-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ test: services ## Run every test against the local PostgreSQL and RabbitMQ (the 
 test-faults: services ## The fault suite: the services under load while links, processes and messages break
 	cargo build --locked --bins
 	cargo test --locked -p fault-suite -- --test-threads=3 --nocapture
+
+bench: ## Benchmark the stack against PostgreSQL itself (about 7 min; results in bench/results/)
+	deploy/local/bench.sh $(BENCH_ARGS)
+
+bench-quick: ## A one-minute smoke run of the benchmark
+	deploy/local/bench.sh --quick $(BENCH_ARGS)
 
 lint: ## Formatting and clippy, as CI runs them
 	cargo fmt --all --check

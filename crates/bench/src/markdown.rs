@@ -1,0 +1,267 @@
+//! The report as Markdown: the targets first, then each figure beside its baseline.
+
+use std::fmt::Write as _;
+
+use crate::load::Throughput;
+use crate::report::{Figure, Report};
+
+fn met(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "✅ met",
+        Some(false) => "❌ not met",
+        None => "— n/a",
+    }
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+fn errors(t: &Throughput) -> String {
+    if t.errors == 0 {
+        "0".into()
+    } else {
+        let kinds: Vec<String> = t
+            .error_kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        cell(&kinds.join(", "))
+    }
+}
+
+fn throughput_cells(figure: &Figure<Throughput>) -> String {
+    match figure {
+        Figure::Measured(t) => format!(
+            "{:.0} | {:.2} | {:.2} | {}",
+            t.rps,
+            t.latency.p50_ms,
+            t.latency.p99_ms,
+            errors(t)
+        ),
+        Figure::Unavailable { reason } => format!("unavailable: {} | | |", cell(reason)),
+    }
+}
+
+fn ratio_cell(ratio: Option<f64>) -> String {
+    ratio.map_or("—".into(), |r| format!("{r:.2}"))
+}
+
+fn mb(value: Option<f64>) -> String {
+    value.map_or("—".into(), |v| format!("{v:.1}"))
+}
+
+/// The report as Markdown.
+pub fn render(report: &Report) -> String {
+    let mut md = String::new();
+    let s = &report.meta.settings;
+    let _ = writeln!(
+        md,
+        "# Benchmark {} ({} mode)\n",
+        report.meta.started_at,
+        if s.quick { "quick" } else { "full" }
+    );
+    let _ = writeln!(
+        md,
+        "{} cores · git {} · finished {} · warm-up {} s, measured {} s per run · \
+         lag at half load for {} s, polled every {} ms · catch-up of {} changes\n",
+        report.meta.cores,
+        report.meta.git.as_deref().unwrap_or("unknown"),
+        report.meta.finished_at,
+        s.warmup_s,
+        s.duration_s,
+        s.lag_duration_s,
+        s.lag_poll_ms,
+        s.catchup_changes
+    );
+
+    md.push_str("## Targets\n\n| Target | Wanted | Measured | |\n|---|---|---|---|\n");
+    for t in &report.targets {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            cell(&t.name),
+            cell(&t.wanted),
+            cell(&t.measured),
+            met(t.met)
+        );
+    }
+
+    md.push_str(
+        "\n## 1. Writes: `POST /api/products` vs the same transaction straight to the primary\n\n\
+         | Concurrency | write-api req/s | p50 ms | p99 ms | errors | direct SQL req/s | p50 ms | p99 ms | errors | ratio |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (c, pair) in &report.writes {
+        let _ = writeln!(
+            md,
+            "| {c} | {} | {} | {} |",
+            throughput_cells(&pair.product),
+            throughput_cells(&pair.baseline),
+            ratio_cell(pair.ratio)
+        );
+    }
+
+    md.push_str("\n## 2. Replication lag: from a write's 201 until every replica has it\n\n");
+    match &report.lag_half_load {
+        Figure::Measured(h) => {
+            let _ = writeln!(
+                md,
+                "At half load ({:.0} writes/s asked, {:.0} achieved, {} writes tracked, {} missed): \
+                 **p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms**.\n",
+                h.write.target_rps.unwrap_or(0.0),
+                h.write.rps,
+                h.tracked,
+                h.missed,
+                h.lag.p50_ms,
+                h.lag.p99_ms,
+                h.lag.max_ms
+            );
+        }
+        Figure::Unavailable { reason } => {
+            let _ = writeln!(md, "At half load: unavailable: {reason}\n");
+        }
+    }
+    md.push_str(
+        "At full load (during the write runs above):\n\n\
+         | Concurrency | tracked | p50 ms | p99 ms | max ms | first third p99 | last third p99 | drained after s | verdict |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (c, figure) in &report.lag_full_load {
+        match figure {
+            Figure::Measured(t) => {
+                let _ = writeln!(
+                    md,
+                    "| {c} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
+                    t.tracked,
+                    t.overall.p50_ms,
+                    t.overall.p99_ms,
+                    t.overall.max_ms,
+                    t.first_third.p99_ms,
+                    t.last_third.p99_ms,
+                    t.drain_seconds,
+                    cell(&t.verdict)
+                );
+            }
+            Figure::Unavailable { reason } => {
+                let _ = writeln!(md, "| {c} | unavailable: {} | | | | | | | |", cell(reason));
+            }
+        }
+    }
+
+    md.push_str("\n## 3. Catch-up: the replicator restarted after changes piled up\n\n");
+    match &report.catchup {
+        Figure::Measured(c) => {
+            let _ = writeln!(
+                md,
+                "{} changes written in {:.1} s while the replicator was stopped ({} errors), \
+                 published {:.2} s later. From the replicator's start: first change applied \
+                 everywhere after {:.2} s, both replicas level (confirmed by `replicator verify`, \
+                 which took {:.2} s) after **{:.2} s: {:.0} changes/s** ({:.0} replica applies/s).\n",
+                c.changes,
+                c.write.seconds,
+                c.write.errors,
+                c.publish_seconds,
+                c.first_apply_seconds,
+                c.verify_seconds,
+                c.seconds,
+                c.changes_per_second,
+                c.replica_applies_per_second
+            );
+        }
+        Figure::Unavailable { reason } => {
+            let _ = writeln!(md, "Unavailable: {reason}\n");
+        }
+    }
+    match &report.catchup_baseline {
+        Figure::Measured(l) => {
+            let ratio = report
+                .catchup
+                .get()
+                .map(|c| c.changes_per_second / l.rows_per_second);
+            let _ = writeln!(
+                md,
+                "Baseline, PostgreSQL logical replication of the same {} rows to both replica \
+                 clusters: {:.2} s, {:.0} rows/s; ratio {}.\n",
+                l.rows,
+                l.seconds,
+                l.rows_per_second,
+                ratio_cell(ratio)
+            );
+        }
+        Figure::Unavailable { reason } => {
+            let _ = writeln!(
+                md,
+                "Baseline (PostgreSQL logical replication): unavailable: {reason}\n"
+            );
+        }
+    }
+
+    md.push_str(
+        "## 4. Reads: read-api vs the same queries straight to the replicas\n\n\
+         | Query | read-api req/s | p50 ms | p99 ms | errors | direct SQL req/s | p50 ms | p99 ms | errors | ratio |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, pair) in [
+        ("`GET /api/products/{id}`", &report.read_by_id),
+        ("`GET /api/products?limit=100`", &report.read_list),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} |",
+            throughput_cells(&pair.product),
+            throughput_cells(&pair.baseline),
+            ratio_cell(pair.ratio)
+        );
+    }
+
+    for (name, pair) in [
+        ("by id", &report.read_by_id),
+        ("listing", &report.read_list),
+    ] {
+        if let Some(t) = pair.product.get()
+            && !t.served_by.is_empty()
+        {
+            let sources: Vec<String> = t
+                .served_by
+                .iter()
+                .map(|(source, n)| format!("{source} {n}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "\nread-api {name}, answers by `X-Served-By`: {}.",
+                sources.join(", ")
+            );
+        }
+    }
+
+    md.push_str(
+        "\n## 5. Memory (RSS, MiB)\n\n\
+         | Service | idle at start | max sampled under load | peak (VmHWM) | idle at end |\n\
+         |---|---|---|---|---|\n",
+    );
+    for service in crate::services::SERVICES {
+        let m = report.memory.get(service).cloned().unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "| {service}{} | {} | {} | {} | {} |",
+            if m.restarted {
+                " (restarted for catch-up)"
+            } else {
+                ""
+            },
+            mb(m.idle_start_mb),
+            mb(m.load_max_mb),
+            mb(m.peak_mb),
+            mb(m.idle_end_mb)
+        );
+    }
+
+    if !report.notes.is_empty() {
+        md.push_str("\n## Notes\n\n");
+        for note in &report.notes {
+            let _ = writeln!(md, "- {note}");
+        }
+    }
+    md
+}

@@ -1,0 +1,328 @@
+//! The measurements, in the order they run: writes (with lag at full load), lag at half
+//! load, reads, catch-up. Each fills its part of the report; one that cannot run reports why.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use uuid::Uuid;
+
+use crate::catchup::{self, CatchupPlan, Databases};
+use crate::cli::Args;
+use crate::lag::{self, LagTracker};
+use crate::load::{self, LoadSpec, Throughput};
+use crate::logical;
+use crate::reads::{self, Replicas, ServedBy};
+use crate::report::{Figure, HalfLoadLag, Pair};
+use crate::services::{MemoryWatch, PidFiles};
+use crate::writes::{self, Sequence};
+
+/// A tracked write not on every replica after this long counts as missed.
+const LAG_TIMEOUT: Duration = Duration::from_secs(30);
+/// Ids kept for the read runs.
+const KEEP_IDS: usize = 200_000;
+
+/// What every phase needs.
+pub struct Context {
+    pub args: Args,
+    pub dbs: Databases,
+    pub client: reqwest::Client,
+    pub memory: MemoryWatch,
+    pub pids: PidFiles,
+    /// Ids of products created through write-api: read back in the read runs.
+    pub ids: Vec<Uuid>,
+}
+
+impl Context {
+    fn spec(&self, concurrency: usize) -> LoadSpec {
+        LoadSpec {
+            concurrency,
+            warmup: self.args.warmup(),
+            duration: self.args.duration(),
+            rate: None,
+            max_ops: None,
+            keep_ids: KEEP_IDS,
+        }
+    }
+
+    fn lag_poll(&self) -> Duration {
+        Duration::from_millis(self.args.lag_poll_ms.max(1))
+    }
+
+    fn keep(&mut self, ids: &[Uuid]) {
+        let room = KEEP_IDS.saturating_sub(self.ids.len());
+        self.ids.extend(ids.iter().take(room));
+    }
+}
+
+/// Direct-SQL pool of `size` connections to `url`.
+fn pool(url: &str, name: &str, size: usize, read_only: bool) -> anyhow::Result<storage::DbPool> {
+    let mut settings = storage::PoolSettings::new(name);
+    settings.max_size = size.max(1);
+    settings.connect_timeout = Duration::from_secs(5);
+    settings.acquire_timeout = Duration::from_secs(5);
+    settings.statement_timeout = Duration::from_secs(5);
+    settings.read_only = read_only;
+    Ok(storage::pool::build(url, &settings)?)
+}
+
+/// Fails early, with a clear message, when a service does not answer.
+pub async fn ready(client: &reqwest::Client, base_url: &str, name: &str) -> anyhow::Result<()> {
+    let url = format!("{}/readyz", base_url.trim_end_matches('/'));
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{name} does not answer at {url}"))?;
+    if !response.status().is_success() {
+        bail!("{name} is not ready ({} from {url})", response.status());
+    }
+    Ok(())
+}
+
+/// 1. Writes at each concurrency: the direct-SQL baseline, then write-api with its lag at
+///    full load.
+pub async fn writes(
+    ctx: &mut Context,
+) -> anyhow::Result<(BTreeMap<usize, Pair>, BTreeMap<usize, Figure<lag::Trend>>)> {
+    writes::create_direct_tables(&ctx.dbs.primary).await?;
+    let mut pairs = BTreeMap::new();
+    let mut lags = BTreeMap::new();
+    for concurrency in ctx.args.write_concurrency.clone() {
+        let spec = ctx.spec(concurrency);
+        tracing::info!(concurrency, "writes: direct SQL baseline");
+        ctx.memory.set_under_load(true);
+        let direct = async {
+            let pool = pool(&ctx.dbs.primary, "bench direct writes", concurrency, false)?;
+            load::run(
+                &spec,
+                writes::direct_create(pool, Duration::from_secs(5), Sequence::default()),
+            )
+            .await
+        }
+        .await;
+
+        tracing::info!(concurrency, "writes: write-api");
+        let mut trend = None;
+        let api = async {
+            let (tracker, pollers) =
+                LagTracker::start(&ctx.dbs.replicas, ctx.lag_poll(), LAG_TIMEOUT).await?;
+            let op = writes::api_create(
+                ctx.client.clone(),
+                &ctx.args.write_url,
+                Sequence::default(),
+                Some((Arc::clone(&tracker), ctx.args.lag_sample_every)),
+            );
+            let run = load::run(&spec, op).await;
+            ctx.memory.set_under_load(false);
+            let collected = pollers.finish(&tracker).await;
+            let run = run?;
+            if let Some(window) = run.window {
+                trend = Some(collected.and_then(|c| lag::trend(&c, window)));
+            }
+            anyhow::Ok(run)
+        }
+        .await;
+        ctx.memory.set_under_load(false);
+        if let Ok(run) = &api {
+            ctx.keep(&run.ids);
+        }
+        pairs.insert(
+            concurrency,
+            Pair::new(Figure::from_result(api), Figure::from_result(direct)),
+        );
+        lags.insert(
+            concurrency,
+            Figure::from_result(trend.unwrap_or_else(|| Err(anyhow::anyhow!("no write-api run")))),
+        );
+    }
+    if let Err(error) = writes::drop_direct_tables(&ctx.dbs.primary).await {
+        tracing::warn!(%error, "dropping the baseline tables");
+    }
+    Ok((pairs, lags))
+}
+
+/// 2. Lag at a steady half of the measured write rate.
+pub async fn half_load_lag(ctx: &mut Context, rate: f64) -> anyhow::Result<HalfLoadLag> {
+    let mut spec = ctx.spec(ctx.args.top_write_concurrency());
+    spec.duration = ctx.args.lag_duration();
+    spec.rate = Some(rate);
+    tracing::info!(rate, "lag at half load");
+    let (tracker, pollers) =
+        LagTracker::start(&ctx.dbs.replicas, ctx.lag_poll(), LAG_TIMEOUT).await?;
+    let op = writes::api_create(
+        ctx.client.clone(),
+        &ctx.args.write_url,
+        Sequence::default(),
+        Some((Arc::clone(&tracker), 1)),
+    );
+    ctx.memory.set_under_load(true);
+    let run = load::run(&spec, op).await;
+    ctx.memory.set_under_load(false);
+    let collected = pollers.finish(&tracker).await?;
+    let write = run?;
+    ctx.keep(&write.ids);
+    let window = write.window.context("the run has no window")?;
+    let trend = lag::trend(&collected, window)?;
+    Ok(HalfLoadLag {
+        tracked: trend.tracked,
+        missed: collected.missed,
+        lag: trend.overall,
+        per_second_p50_ms: trend.per_second_p50_ms,
+        per_second_p99_ms: trend.per_second_p99_ms,
+        write,
+    })
+}
+
+/// 4. Reads through read-api and straight to the replicas: by id, then the first page.
+pub async fn reads(ctx: &mut Context) -> anyhow::Result<(Pair, Pair)> {
+    catchup::settle(&ctx.dbs, Duration::from_secs(180))
+        .await
+        .context("waiting for the replicas to be level before the reads")?;
+    let ids = Arc::new(if ctx.ids.is_empty() {
+        sample_ids(&ctx.dbs.replicas[0]).await?
+    } else {
+        ctx.ids.clone()
+    });
+    let concurrency = ctx.args.read_concurrency;
+    let spec = ctx.spec(concurrency);
+    let per_replica = concurrency.div_ceil(ctx.dbs.replicas.len().max(1));
+    let replicas = Replicas::new(
+        ctx.dbs
+            .replicas
+            .iter()
+            .map(|url| pool(url, "bench direct reads", per_replica, true))
+            .collect::<anyhow::Result<_>>()?,
+        Duration::from_secs(5),
+    );
+    let read_api = ready(&ctx.client, &ctx.args.read_url, "read-api").await;
+
+    ctx.memory.set_under_load(true);
+    tracing::info!("reads by id: direct SQL baseline");
+    let direct_get = load::run(&spec, reads::direct_get(replicas.clone(), Arc::clone(&ids))).await;
+    let api_get = match &read_api {
+        Ok(()) => {
+            tracing::info!("reads by id: read-api");
+            let served_by = ServedBy::default();
+            let op = reads::api_get(
+                ctx.client.clone(),
+                &ctx.args.read_url,
+                Arc::clone(&ids),
+                served_by.clone(),
+            );
+            load::run(&spec, op).await.map(|mut t| {
+                t.served_by = served_by.take();
+                t
+            })
+        }
+        Err(error) => Err(anyhow::anyhow!("{error:#}")),
+    };
+    tracing::info!("listing: direct SQL baseline");
+    let direct_list = load::run(&spec, reads::direct_list(replicas)).await;
+    let api_list = match &read_api {
+        Ok(()) => {
+            tracing::info!("listing: read-api");
+            let served_by = ServedBy::default();
+            let op = reads::api_list(ctx.client.clone(), &ctx.args.read_url, served_by.clone());
+            load::run(&spec, op).await.map(|mut t| {
+                t.served_by = served_by.take();
+                t
+            })
+        }
+        Err(error) => Err(anyhow::anyhow!("{error:#}")),
+    };
+    ctx.memory.set_under_load(false);
+    Ok((
+        Pair::new(
+            Figure::from_result(api_get),
+            Figure::from_result(direct_get),
+        ),
+        Pair::new(
+            Figure::from_result(api_list),
+            Figure::from_result(direct_list),
+        ),
+    ))
+}
+
+/// Live ids from a replica, when no write ran in this process.
+async fn sample_ids(url: &str) -> anyhow::Result<Vec<Uuid>> {
+    use diesel::prelude::*;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use storage::schema::products;
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    let ids: Vec<Uuid> = products::table
+        .filter(products::deleted_at.is_null())
+        .select(products::id)
+        .limit(i64::try_from(KEEP_IDS).unwrap_or(i64::MAX))
+        .load(&mut conn)
+        .await?;
+    if ids.is_empty() {
+        bail!("no products to read: run the write phase first");
+    }
+    Ok(ids)
+}
+
+/// 3. Catch-up, then its baseline through PostgreSQL's logical replication.
+pub async fn catchup(ctx: &mut Context) -> (Figure<catchup::Catchup>, Figure<logical::Logical>) {
+    let log = ctx.args.replicator_log.clone().unwrap_or_else(|| {
+        ctx.args
+            .pid_dir
+            .clone()
+            .unwrap_or_else(|| ctx.args.out_dir.clone())
+            .join("replicator-restarted.log")
+    });
+    ctx.memory.set_under_load(true);
+    let measured = catchup::measure(CatchupPlan {
+        dbs: &ctx.dbs,
+        client: ctx.client.clone(),
+        write_url: &ctx.args.write_url,
+        changes: ctx.args.catchup_changes(),
+        concurrency: ctx.args.top_write_concurrency(),
+        replicator_bin: ctx.args.replicator_bin.clone(),
+        replicator_port: ctx.args.replicator_port,
+        replicator_log: log,
+        pids: &ctx.pids,
+        memory: &ctx.memory,
+    })
+    .await;
+    ctx.memory.set_under_load(false);
+    let baseline = match &measured {
+        Ok(c) => logical_baseline(ctx, c.ids.clone()).await,
+        Err(_) => Err(anyhow::anyhow!("no catch-up rows to replicate")),
+    };
+    (Figure::from_result(measured), Figure::from_result(baseline))
+}
+
+async fn logical_baseline(ctx: &Context, ids: Vec<Uuid>) -> anyhow::Result<logical::Logical> {
+    let level = logical::wal_level(&ctx.dbs.primary)
+        .await
+        .context("reading wal_level on the primary")?;
+    if level != "logical" {
+        bail!(
+            "the primary runs with wal_level = {level}; PostgreSQL's logical replication needs \
+             'logical', and this tool does not change server settings"
+        );
+    }
+    let subscribers = if ctx.args.lr_subscriber_url.is_empty() {
+        ctx.dbs.replicas.clone()
+    } else {
+        ctx.args.lr_subscriber_url.clone()
+    };
+    let conninfo = ctx
+        .args
+        .lr_publisher_conninfo
+        .clone()
+        .unwrap_or_else(|| ctx.dbs.primary.clone());
+    let timeout = Duration::from_secs(120 + ids.len() as u64 / 500);
+    logical::measure(&ctx.dbs.primary, &conninfo, &subscribers, ids, timeout).await
+}
+
+/// The write-api rate the half-load lag run halves: the highest concurrency's.
+pub fn full_rate(pairs: &BTreeMap<usize, Pair>, top: usize) -> Option<f64> {
+    pairs
+        .get(&top)
+        .and_then(|p| p.product.get())
+        .map(|t: &Throughput| t.rps)
+        .filter(|r| *r > 0.0)
+}

@@ -1,0 +1,246 @@
+//! The results of one run and the targets they are held to.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::catchup::Catchup;
+use crate::lag::Trend;
+use crate::load::{Latency, Throughput};
+use crate::logical::Logical;
+use crate::services::Memory;
+
+/// A figure, or why there is none.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Figure<T> {
+    Measured(T),
+    Unavailable { reason: String },
+}
+
+impl<T> Figure<T> {
+    pub fn from_result(result: anyhow::Result<T>) -> Self {
+        match result {
+            Ok(value) => Figure::Measured(value),
+            Err(error) => Figure::Unavailable {
+                reason: format!("{error:#}"),
+            },
+        }
+    }
+
+    pub fn get(&self) -> Option<&T> {
+        match self {
+            Figure::Measured(value) => Some(value),
+            Figure::Unavailable { .. } => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Figure::Measured(_) => None,
+            Figure::Unavailable { reason } => Some(reason),
+        }
+    }
+}
+
+/// A product figure beside its PostgreSQL baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pair {
+    pub product: Figure<Throughput>,
+    pub baseline: Figure<Throughput>,
+    /// product ÷ baseline, requests per second.
+    pub ratio: Option<f64>,
+}
+
+impl Pair {
+    pub fn new(product: Figure<Throughput>, baseline: Figure<Throughput>) -> Self {
+        let ratio = match (product.get(), baseline.get()) {
+            (Some(p), Some(b)) if b.rps > 0.0 => Some(p.rps / b.rps),
+            _ => None,
+        };
+        Self {
+            product,
+            baseline,
+            ratio,
+        }
+    }
+}
+
+/// Lag at half of the measured write rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct HalfLoadLag {
+    pub write: Throughput,
+    pub tracked: u64,
+    pub missed: u64,
+    pub lag: Latency,
+    pub per_second_p50_ms: Vec<f64>,
+    pub per_second_p99_ms: Vec<f64>,
+}
+
+/// One line of the targets table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub wanted: String,
+    pub measured: String,
+    /// `None` when the figure could not be measured.
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub quick: bool,
+    pub warmup_s: u64,
+    pub duration_s: u64,
+    pub write_concurrency: Vec<usize>,
+    pub read_concurrency: usize,
+    pub lag_duration_s: u64,
+    pub lag_poll_ms: u64,
+    pub catchup_changes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Meta {
+    pub started_at: String,
+    pub finished_at: String,
+    pub cores: usize,
+    pub git: Option<String>,
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub meta: Meta,
+    /// Per concurrency: write-api vs the same transaction sent straight to the primary.
+    pub writes: BTreeMap<usize, Pair>,
+    /// Lag while the writes above ran at full rate, per concurrency.
+    pub lag_full_load: BTreeMap<usize, Figure<Trend>>,
+    pub lag_half_load: Figure<HalfLoadLag>,
+    pub catchup: Figure<Catchup>,
+    pub catchup_baseline: Figure<Logical>,
+    pub read_by_id: Pair,
+    pub read_list: Pair,
+    pub memory: BTreeMap<String, Memory>,
+    pub targets: Vec<Target>,
+    pub notes: Vec<String>,
+}
+
+/// Memory limit per service under load, MiB.
+pub const MEMORY_LIMIT_MB: f64 = 40.0;
+
+impl Report {
+    /// Fills `targets` from the figures.
+    pub fn judge(&mut self) {
+        let mut targets = Vec::new();
+        let top = self.meta.settings.write_concurrency.iter().max().copied();
+        let write = top.and_then(|c| self.writes.get(&c));
+        targets.push(ratio_target(
+            &format!("write-api POST at concurrency {}", top.unwrap_or(64)),
+            write,
+        ));
+        targets.push(ratio_target(
+            "read-api GET /api/products/{id}",
+            Some(&self.read_by_id),
+        ));
+        targets.push(match self.lag_half_load.get() {
+            Some(half) => Target {
+                name: "replication lag at half load".into(),
+                wanted: "p99 ≤ 50 ms".into(),
+                measured: format!(
+                    "p99 {:.1} ms (p50 {:.1}, max {:.1}; {} missed)",
+                    half.lag.p99_ms, half.lag.p50_ms, half.lag.max_ms, half.missed
+                ),
+                met: Some(half.lag.p99_ms <= 50.0 && half.missed == 0 && half.tracked > 0),
+            },
+            None => unavailable(
+                "replication lag at half load",
+                "p99 ≤ 50 ms",
+                &self.lag_half_load,
+            ),
+        });
+        let full = top.and_then(|c| self.lag_full_load.get(&c));
+        targets.push(match full.and_then(Figure::get) {
+            Some(trend) => Target {
+                name: "replication lag at full load".into(),
+                wanted: "bounded".into(),
+                measured: trend.verdict.clone(),
+                met: Some(trend.bounded),
+            },
+            None => Target {
+                name: "replication lag at full load".into(),
+                wanted: "bounded".into(),
+                measured: full
+                    .and_then(Figure::reason)
+                    .unwrap_or("not measured")
+                    .to_owned(),
+                met: None,
+            },
+        });
+        targets.push(match self.catchup.get() {
+            Some(c) => Target {
+                name: "catch-up across two replicas".into(),
+                wanted: "≥ 20,000 changes/s".into(),
+                measured: format!(
+                    "{:.0} changes/s ({} changes in {:.2} s)",
+                    c.changes_per_second, c.changes, c.seconds
+                ),
+                met: Some(c.changes_per_second >= 20_000.0),
+            },
+            None => unavailable(
+                "catch-up across two replicas",
+                "≥ 20,000 changes/s",
+                &self.catchup,
+            ),
+        });
+        for service in crate::services::SERVICES {
+            let peak = self.memory.get(service).and_then(|m| m.peak_mb);
+            targets.push(Target {
+                name: format!("{service} memory under load"),
+                wanted: format!("≤ {MEMORY_LIMIT_MB:.0} MiB RSS"),
+                measured: peak.map_or("not measured".into(), |p| format!("peak {p:.1} MiB")),
+                met: peak.map(|p| p <= MEMORY_LIMIT_MB),
+            });
+        }
+        self.targets = targets;
+    }
+}
+
+fn ratio_target(name: &str, pair: Option<&Pair>) -> Target {
+    let wanted = "≥ 0.6 × direct SQL".to_owned();
+    match pair {
+        Some(pair) => match (pair.ratio, pair.product.get(), pair.baseline.get()) {
+            (Some(ratio), Some(p), Some(b)) => Target {
+                name: name.into(),
+                wanted,
+                measured: format!("{ratio:.2} × ({:.0} vs {:.0} req/s)", p.rps, b.rps),
+                met: Some(ratio >= 0.6),
+            },
+            _ => Target {
+                name: name.into(),
+                wanted,
+                measured: pair
+                    .product
+                    .reason()
+                    .or(pair.baseline.reason())
+                    .unwrap_or("not measured")
+                    .to_owned(),
+                met: None,
+            },
+        },
+        None => Target {
+            name: name.into(),
+            wanted,
+            measured: "not measured".into(),
+            met: None,
+        },
+    }
+}
+
+fn unavailable<T>(name: &str, wanted: &str, figure: &Figure<T>) -> Target {
+    Target {
+        name: name.into(),
+        wanted: wanted.into(),
+        measured: figure.reason().unwrap_or("not measured").to_owned(),
+        met: None,
+    }
+}

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# `make bench` / `make bench-quick`: measures the stack against PostgreSQL itself.
+#
+# Brings up PostgreSQL (primary 5432, replicas 5433/5434) and RabbitMQ as `make run` does,
+# then gives the benchmark its own, empty places: a database `bench` on each of the three
+# clusters (owned by the catalogue role) and a RabbitMQ vhost `bench`, both dropped and made
+# anew on every run so that runs are comparable. The `products` databases and the `catalogue`
+# vhost of `make run` are left alone. It builds in release mode, starts write-api (8000),
+# read-api (8001) and the replicator (8002) on them, runs the `bench` tool (which stops and
+# restarts the replicator for its catch-up figure) and stops the services at the end, also
+# on Ctrl-C. The `bench` database and vhost stay until the next run, for a look afterwards.
+#
+# Arguments go to the tool: `deploy/local/bench.sh --quick`, `… --duration 10`, `… --help`.
+# The report, JSON and PNG land in bench/results/; the services' logs in bench/results/logs/.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./lib.sh
+ROOT=$(cd ../.. && pwd)
+
+BENCH_DB=bench
+BENCH_VHOST=bench
+PORTS=(8000 8001 8002)
+
+for port in "${PORTS[@]}"; do
+  if port_open "$port"; then
+    die "port $port is taken (is \`make run\` running?): the benchmark starts write-api, read-api and the replicator on 8000-8002 itself; stop whatever listens there first"
+  fi
+done
+
+./ensure-services.sh
+./provision.sh
+
+log "building the services and the benchmark tool (release)"
+(cd "$ROOT" && cargo build --release --locked -p write-api -p replicator -p read-api -p bench)
+
+# Subscriptions and slots a killed logical-replication baseline may have left; they would
+# stop DROP DATABASE.
+drop_logical_leftovers() {
+  local port
+  for port in 5433 5434; do
+    as_postgres psql -q -p "$port" -d "$BENCH_DB" -v ON_ERROR_STOP=1 <<'SQL' 2>/dev/null || true
+SELECT format('ALTER SUBSCRIPTION %I DISABLE', subname), format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', subname),
+       format('DROP SUBSCRIPTION %I', subname)
+FROM pg_subscription WHERE subname LIKE 'bench\_lr\_%' \gexec
+SQL
+  done
+  as_postgres psql -q -p 5432 -v ON_ERROR_STOP=1 <<SQL >/dev/null
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+WHERE database = '$BENCH_DB' AND slot_name LIKE 'bench\_lr\_%' AND NOT active;
+SQL
+}
+
+recreate_database() {
+  local port=$1
+  as_postgres psql -q -p "$port" -v ON_ERROR_STOP=1 -v db="$BENCH_DB" -v owner="$CATALOGUE_DB_USER" <<'SQL'
+SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', :'db') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'owner') \gexec
+SQL
+}
+
+rabbitmq_api() {
+  local method=$1 path=$2 body=${3:-}
+  curl -fsS -u guest:guest -X "$method" -H 'content-type: application/json' \
+    ${body:+--data "$body"} "$RABBITMQ_API/api/$path" >/dev/null
+}
+
+log "making a fresh database $BENCH_DB on ports 5432, 5433, 5434 and a fresh RabbitMQ vhost $BENCH_VHOST"
+drop_logical_leftovers
+for port in 5432 5433 5434; do recreate_database "$port"; done
+curl -sS -o /dev/null -u guest:guest -X DELETE "$RABBITMQ_API/api/vhosts/$BENCH_VHOST" || true
+rabbitmq_api PUT "vhosts/$BENCH_VHOST"
+rabbitmq_api PUT "permissions/$BENCH_VHOST/$CATALOGUE_AMQP_USER" '{"configure":".*","write":".*","read":".*"}'
+
+db_url() { echo "postgres://$CATALOGUE_DB_USER:$CATALOGUE_DB_PASSWORD@127.0.0.1:$1/$BENCH_DB"; }
+export DATABASE_URL REPLICA_1_URL REPLICA_2_URL RABBITMQ_URL
+DATABASE_URL=$(db_url 5432)
+REPLICA_1_URL=$(db_url 5433)
+REPLICA_2_URL=$(db_url 5434)
+RABBITMQ_URL="amqp://$CATALOGUE_AMQP_USER:$CATALOGUE_AMQP_PASSWORD@127.0.0.1:5672/$BENCH_VHOST"
+# Settings that would change what is measured: writes open, the two replicas above, no
+# configuration file.
+unset REPLICA_URLS WRITE_API_TOKEN CONFIG_FILE PORT
+
+log "applying migrations to the primary's $BENCH_DB database"
+"$ROOT/target/release/write-api" migrate
+
+RESULTS="$ROOT/bench/results"
+LOGS="$RESULTS/logs"
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/catalogue-bench.XXXXXX")
+mkdir -p "$LOGS"
+
+# Stops every service whose pid file names a live process (the tool rewrites the
+# replicator's when it restarts it), one SIGTERM each, then waits for them.
+stop_all() {
+  local file pid pids=()
+  trap - INT TERM EXIT
+  if [ -e "$RUN_DIR/bench.pid" ]; then
+    kill -TERM "$(cat "$RUN_DIR/bench.pid")" 2>/dev/null || true
+  fi
+  for file in "$RUN_DIR"/*.pid; do
+    [ -e "$file" ] || continue
+    pid=$(cat "$file")
+    if kill -TERM "$pid" 2>/dev/null; then pids+=("$pid"); fi
+  done
+  if [ ${#pids[@]} -gt 0 ]; then
+    log "stopping the services"
+    for _ in $(seq 150); do
+      local alive=0
+      for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*[ZX]' "/proc/$pid/status" 2>/dev/null; then alive=1; fi
+      done
+      [ "$alive" -eq 0 ] && break
+      sleep 0.2
+    done
+  fi
+  wait 2>/dev/null || true
+  rm -rf "$RUN_DIR"
+}
+trap 'stop_all; exit 130' INT TERM
+trap stop_all EXIT
+
+# Each service gets its own session, so a Ctrl-C reaches only this script, which then stops
+# them with one SIGTERM each.
+for service in write-api:8000 replicator:8002 read-api:8001; do
+  name=${service%%:*} port=${service##*:}
+  PORT=$port setsid "$ROOT/target/release/$name" >"$LOGS/$name.log" 2>&1 &
+  echo $! >"$RUN_DIR/$name.pid"
+  for _ in $(seq 300); do
+    curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
+    kill -0 "$!" 2>/dev/null || die "$name exited; see $LOGS/$name.log"
+    sleep 0.2
+  done
+  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || die "$name is not ready after 60 s; see $LOGS/$name.log"
+  log "$name is ready on http://127.0.0.1:$port (log: $LOGS/$name.log)"
+done
+
+log "running the benchmark"
+# In the background and waited for, so that a signal to this script is handled at once (the
+# trap stops the tool too).
+(cd "$ROOT" && exec "$ROOT/target/release/bench" --pid-dir "$RUN_DIR" \
+  --replicator-bin "$ROOT/target/release/replicator" \
+  --replicator-log "$LOGS/replicator-restarted.log" \
+  --out-dir "$RESULTS" "$@") &
+echo $! >"$RUN_DIR/bench.pid"
+wait $!
