@@ -11,6 +11,9 @@ use serde::Serialize;
 
 /// How long the DLQ must stay quiet before a listing or replay ends.
 const IDLE: Duration = Duration::from_secs(1);
+/// How long the first delivery may take: on a busy broker a fresh consumer can wait a
+/// while for its first messages, and an empty answer must mean an empty queue.
+const FIRST: Duration = Duration::from_secs(5);
 
 /// One dead-lettered message, as `dlq list` prints it.
 #[derive(Debug, Serialize)]
@@ -52,8 +55,9 @@ pub async fn list(
     let mut consumer = Consumer::open(address, settings, &[DEAD_LETTER_QUEUE], max).await?;
     let mut listed = Vec::new();
     while listed.len() < usize::from(max) {
+        let wait = if listed.is_empty() { FIRST } else { IDLE };
         match tokio::time::timeout(
-            IDLE,
+            wait,
             consumer.next_batch(usize::from(max) - listed.len(), IDLE),
         )
         .await
@@ -86,8 +90,9 @@ pub async fn replay(
     let mut report = ReplayReport::default();
     let mut seen = 0;
     while seen < usize::from(max) {
+        let wait = if seen == 0 { FIRST } else { IDLE };
         let batch =
-            match tokio::time::timeout(IDLE, consumer.next_batch(usize::from(max) - seen, IDLE))
+            match tokio::time::timeout(wait, consumer.next_batch(usize::from(max) - seen, IDLE))
                 .await
             {
                 Ok(Some(batch)) => batch,
