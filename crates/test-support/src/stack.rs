@@ -95,6 +95,9 @@ impl Stack {
             read_api: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
+                // Shorter than the services' keep-alive (5 s): a connection the server is
+                // closing is never reused, which would fail a request that was never sent.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
         };
