@@ -30,10 +30,23 @@ pub struct RetryPolicy {
 /// What happened to a batch on one replica.
 #[derive(Debug)]
 pub enum ReplicaOutcome {
-    /// Written (rows at an equal or newer version were left alone).
-    Applied { rows_changed: usize },
+    /// Written (rows at an equal or newer version were left alone), except `refused`: rows
+    /// this replica answered no to, each alone, while it was otherwise healthy.
+    Applied {
+        rows_changed: usize,
+        refused: Vec<Refused>,
+    },
     /// Not written: the replica is down. The batch must be covered by a catch-up mark.
     Missed { error: String, attempts: u32 },
+}
+
+/// A change one replica refuses for itself (a constraint it has and the primary has not, say):
+/// not an outage, so not catch-up's business; it goes to the dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub product_id: uuid::Uuid,
+    pub version: i64,
+    pub error: String,
 }
 
 /// The rows and status update a batch of events makes on a replica.
@@ -90,7 +103,16 @@ pub async fn apply_to_replica(
                 metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
                     .increment(u64::try_from(batch.status.events).unwrap_or(0));
                 record_lag(replica, batch);
-                return ReplicaOutcome::Applied { rows_changed };
+                return ReplicaOutcome::Applied {
+                    rows_changed,
+                    refused: Vec::new(),
+                };
+            }
+            Err(error) if error.leaves_connection_usable() => {
+                // The replica answered and said no: retrying the batch would only fail
+                // again. Find the rows it refuses by applying them one by one.
+                tracing::warn!(replica = %replica.name, %error, "replica refused a batch; applying its rows one by one");
+                return apply_each(replica, batch).await;
             }
             Err(error) => {
                 last_error = error.to_string();
@@ -113,6 +135,51 @@ pub async fn apply_to_replica(
     ReplicaOutcome::Missed {
         error: last_error,
         attempts,
+    }
+}
+
+/// Applies each row in its own transaction, then the status row; rows the replica refuses
+/// are returned (the rest of the batch is applied).
+async fn apply_each(replica: &Replica, batch: &PreparedBatch) -> ReplicaOutcome {
+    let mut rows_changed = 0;
+    let mut refused = Vec::new();
+    for row in &batch.rows {
+        let applied = pool::with_connection(&replica.pool, replica.deadline, async |conn| {
+            replica_rows::apply_batch(conn, std::slice::from_ref(row), None).await
+        })
+        .await;
+        match applied {
+            Ok(changed) => rows_changed += changed,
+            Err(error) if error.leaves_connection_usable() => refused.push(Refused {
+                product_id: row.id,
+                version: row.version,
+                error: error.to_string(),
+            }),
+            Err(error) => {
+                // The replica itself failed half-way: an outage after all.
+                return ReplicaOutcome::Missed {
+                    error: error.to_string(),
+                    attempts: 1,
+                };
+            }
+        }
+    }
+    let status = pool::with_connection(&replica.pool, replica.deadline, async |conn| {
+        replica_rows::record_applied(conn, &batch.status).await
+    })
+    .await;
+    if let Err(error) = status {
+        return ReplicaOutcome::Missed {
+            error: error.to_string(),
+            attempts: 1,
+        };
+    }
+    replica.mark_up();
+    metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
+        .increment(u64::try_from(batch.status.events).unwrap_or(0));
+    ReplicaOutcome::Applied {
+        rows_changed,
+        refused,
     }
 }
 

@@ -137,22 +137,45 @@ impl Pipeline {
                         %error,
                         "undecodable message; dead-lettering it"
                     );
-                    rejected.push(dead_letter(delivery, error.reason(), &error.to_string()));
+                    rejected.push(dead_letter(
+                        delivery,
+                        error.reason(),
+                        &error.to_string(),
+                        "none",
+                        1,
+                    ));
                 }
             }
         }
-        if !rejected.is_empty() {
-            let report = dead_letters.publish_confirmed(&rejected).await;
-            if let Some(error) = report.error {
-                return Err(error.into());
-            }
-            metrics::counter!("replicator_dead_lettered_total", "reason" => "undecodable")
-                .increment(rejected.len() as u64);
-        }
+        publish_dead_letters(dead_letters, &rejected, "undecodable").await?;
 
         let decoded: Vec<&ChangeEvent> = events.iter().map(|(_, event)| event).collect();
         if let Some(prepared) = PreparedBatch::new(&decoded) {
-            let applied_to = self.apply_everywhere(&prepared, stop).await?;
+            let (applied_to, refusals) = self.apply_everywhere(&prepared, stop).await?;
+            let refused: Vec<OutgoingMessage> = refusals
+                .iter()
+                .filter_map(|(replica, refused)| {
+                    let (delivery, _) = events.iter().find(|(_, event)| {
+                        event.product_id().as_uuid() == refused.product_id
+                            && event.version().get() == refused.version
+                    })?;
+                    tracing::error!(
+                        replica = %replica,
+                        product_id = %refused.product_id,
+                        version = refused.version,
+                        error = %refused.error,
+                        "replica refused a change; dead-lettering it"
+                    );
+                    Some(dead_letter(
+                        delivery,
+                        "refused_by_replica",
+                        &refused.error,
+                        replica,
+                        2,
+                    ))
+                })
+                .collect();
+            publish_dead_letters(dead_letters, &refused, "refused_by_replica").await?;
             if tracing::enabled!(tracing::Level::DEBUG) {
                 for (delivery, event) in &events {
                     tracing::debug!(
@@ -177,7 +200,7 @@ impl Pipeline {
         &self,
         prepared: &PreparedBatch,
         stop: &CancellationToken,
-    ) -> Result<Vec<String>, SessionEnd> {
+    ) -> Result<(Vec<String>, Vec<(String, apply::Refused)>), SessionEnd> {
         // The batch in hand finishes even when a stop is requested: its retries run to their
         // budget, bounded by the policy.
         let no_stop = CancellationToken::new();
@@ -188,9 +211,12 @@ impl Pipeline {
         )
         .await;
         let mut applied_to = Vec::with_capacity(self.replicas.len());
+        let mut refusals = Vec::new();
         for (replica, outcome) in self.replicas.iter().zip(outcomes) {
-            if let ReplicaOutcome::Applied { .. } = outcome {
+            if let ReplicaOutcome::Applied { refused, .. } = outcome {
                 applied_to.push(replica.name.clone());
+                refusals.extend(refused.into_iter().map(|r| (replica.name.clone(), r)));
+                continue;
             }
             if let ReplicaOutcome::Missed { error, attempts } = outcome {
                 if attempts > 1 {
@@ -199,7 +225,7 @@ impl Pipeline {
                 self.mark_behind(replica, prepared, &error, stop).await?;
             }
         }
-        Ok(applied_to)
+        Ok((applied_to, refusals))
     }
 
     /// Retries until the mark is written: without it the batch must not be acked.
@@ -249,13 +275,37 @@ impl Pipeline {
     }
 }
 
+/// Publishes `messages` to the DLQ with confirms; the batch may be acked only after this.
+async fn publish_dead_letters(
+    publisher: &mut Publisher,
+    messages: &[OutgoingMessage],
+    reason: &'static str,
+) -> Result<(), SessionEnd> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let report = publisher.publish_confirmed(messages).await;
+    if let Some(error) = report.error {
+        return Err(error.into());
+    }
+    metrics::counter!("replicator_dead_lettered_total", "reason" => reason)
+        .increment(messages.len() as u64);
+    Ok(())
+}
+
 /// The message as it arrived, to `products.dlq`, with why in its headers.
-pub fn dead_letter(delivery: &Delivery, reason: &str, error: &str) -> OutgoingMessage {
+pub fn dead_letter(
+    delivery: &Delivery,
+    reason: &str,
+    error: &str,
+    replica: &str,
+    attempts: u32,
+) -> OutgoingMessage {
     let mut headers = vec![
         ("x-dlq-reason", reason.to_owned()),
         ("x-dlq-error", error.chars().take(500).collect()),
-        ("x-dlq-replica", "none".to_owned()),
-        ("x-dlq-attempts", "1".to_owned()),
+        ("x-dlq-replica", replica.to_owned()),
+        ("x-dlq-attempts", attempts.to_string()),
         ("x-original-queue", delivery.queue.to_owned()),
     ];
     if let Some(request_id) = delivery.header("x-request-id") {

@@ -87,3 +87,53 @@ async fn poison_messages_are_dead_lettered_and_replication_goes_on() {
     let _ = channel.close().await;
     let _ = connection.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_one_healthy_replica_refuses_is_dead_lettered_naming_it() {
+    let stack = stack(2, &[], 1).await;
+    {
+        use diesel_async::RunQueryDsl;
+        let mut conn = stack.replicas[0].connect().await;
+        diesel::sql_query(
+            "ALTER TABLE products ADD CONSTRAINT refuse_one CHECK (name <> 'refused by replica-1')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let refused = stack
+        .client
+        .post(format!("{}/api/products", stack.write_url()))
+        .json(&serde_json::json!({"name": "refused by replica-1", "price": 1, "stock": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 201);
+    writes(&stack, 200, 8).await;
+
+    test_support::eventually(
+        Duration::from_secs(30),
+        "the refused change in the DLQ",
+        async || (stack.vhost.queue_depth("products.dlq").await == Some(1)).then_some(()),
+    )
+    .await;
+    let (listed, text) = stack.replicator_command(&["dlq", "list"]).await;
+    assert!(listed, "{text}");
+    assert!(text.contains("\"reason\":\"refused_by_replica\""), "{text}");
+    assert!(text.contains("\"replica\":\"replica-1\""), "{text}");
+    assert!(text.contains("\"attempts\":\"2\""), "{text}");
+    // Everything else reached both replicas; only replica-1 lacks the refused product.
+    test_support::eventually(Duration::from_secs(30), "replica-2 in sync", async || {
+        let (_, report) = stack.replicator_command(&["verify"]).await;
+        report.contains("replica-2: in sync").then_some(())
+    })
+    .await;
+    let (_, report) = stack.replicator_command(&["verify"]).await;
+    assert!(report.contains("replica-1: DIFFERS"), "{report}");
+    let tallies = stack.tallies().await;
+    assert_eq!(
+        tallies[1].rows + 1,
+        tallies[0].rows,
+        "replica-1 misses exactly one row"
+    );
+}
