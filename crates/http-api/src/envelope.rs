@@ -24,3 +24,14 @@ pub fn success<T: Serialize>(status: StatusCode, data: T, message: &str) -> Http
 pub fn ok<T: Serialize>(data: T, message: &str) -> HttpResponse {
     success(StatusCode::OK, data, message)
 }
+
+/// `/readyz` when the service cannot do its job: 503 with the error envelope, and the
+/// readiness report still under `data` so an operator sees why.
+pub fn not_ready<T: Serialize>(error: &str, report: T) -> HttpResponse {
+    HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(serde_json::json!({
+        "success": false,
+        "error": error,
+        "code": "not_ready",
+        "data": report,
+    }))
+}

@@ -1,5 +1,6 @@
 //! Schemas of the envelope, for the OpenAPI documents of write-api and read-api. They
-//! describe what [`crate::envelope`] and [`crate::ApiError`] write; nothing serializes them.
+//! describe what [`crate::envelope`] and [`crate::ApiError`] write; only
+//! [`ProductPageEnvelope`] is also serialized (by read-api's listing).
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -16,14 +17,15 @@ pub struct ProductEnvelope {
     pub message: String,
 }
 
-/// A page of products: `nextCursor` fetches the next one, `null` on the last page.
+/// A page of products: `nextCursor` fetches the next one, `null` on the last page. read-api
+/// answers with this type itself: `data` stays the seed's array and the cursor sits beside it.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductPageEnvelope {
     pub success: bool,
     pub data: Vec<ProductView>,
     pub next_cursor: Option<String>,
-    pub message: String,
+    pub message: &'static str,
 }
 
 /// A success without data (a delete): `data` is `null`.

@@ -6,7 +6,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use http_api::extract::ProductIdPath;
 use http_api::{ApiError, ProductView};
-use serde::Serialize;
 
 use crate::errors::{Failure, set_served_by};
 use crate::list_query::ListRequest;
@@ -39,17 +38,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(crate::openapi::swagger_ui());
 }
 
-/// A page in the seed's envelope: `data` stays the array of products, and the cursor of the
-/// next page sits beside it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PageBody {
-    success: bool,
-    data: Vec<ProductView>,
-    next_cursor: Option<String>,
-    message: &'static str,
-}
-
 /// Live products in `(createdAt, id)` order, a page at a time.
 #[utoipa::path(get, path = "/api/products", tag = "products",
     params(
@@ -71,7 +59,7 @@ async fn list(router: web::Data<Router>, req: HttpRequest) -> Result<HttpRespons
     let request = ListRequest::parse(&pairs).map_err(ApiError::from)?;
     let served = router.list(request).await?;
     let page = served.value;
-    let mut response = HttpResponse::Ok().json(PageBody {
+    let mut response = HttpResponse::Ok().json(http_api::openapi::ProductPageEnvelope {
         success: true,
         data: page.items.into_iter().map(ProductView::from).collect(),
         next_cursor: page.next.map(|cursor| cursor.encode()),

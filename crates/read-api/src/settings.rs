@@ -114,7 +114,7 @@ impl service_kit::config::Settings for Settings {
                 self.log_format
             ));
         }
-        for (key, value) in [
+        service_kit::config::require_positive(&[
             ("db_connect_timeout_ms", self.db_connect_timeout_ms),
             ("db_statement_timeout_ms", self.db_statement_timeout_ms),
             ("read_timeout_ms", self.read_timeout_ms),
@@ -122,12 +122,7 @@ impl service_kit::config::Settings for Settings {
             ("health_check_interval_ms", self.health_check_interval_ms),
             ("health_check_timeout_ms", self.health_check_timeout_ms),
             ("cooldown_ms", self.cooldown_ms),
-        ] {
-            if value.is_zero() {
-                return invalid(format!("{key} must be greater than 0"));
-            }
-        }
-        Ok(())
+        ])
     }
 }
 

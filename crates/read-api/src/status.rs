@@ -45,13 +45,11 @@ pub async fn readyz(router: web::Data<Router>) -> HttpResponse {
     if router.can_serve() {
         http_api::envelope::success(StatusCode::OK, report, "ready")
     } else {
-        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(serde_json::json!({
-            "success": false,
-            "error": "no source can serve reads: every replica is out of rotation and the \
-                      primary is unavailable or not a fallback",
-            "code": "not_ready",
-            "data": report,
-        }))
+        http_api::envelope::not_ready(
+            "no source can serve reads: every replica is out of rotation and the primary is \
+             unavailable or not a fallback",
+            report,
+        )
     }
 }
 

@@ -115,7 +115,7 @@ impl service_kit::config::Settings for Settings {
                 self.log_format
             ));
         }
-        for (key, value) in [
+        service_kit::config::require_positive(&[
             ("retry_base_ms", self.retry_base_ms),
             ("retry_cap_ms", self.retry_cap_ms),
             ("catchup_interval_ms", self.catchup_interval_ms),
@@ -123,12 +123,7 @@ impl service_kit::config::Settings for Settings {
             ("apply_timeout_ms", self.apply_timeout_ms),
             ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
             ("amqp_reconnect_max_ms", self.amqp_reconnect_max_ms),
-        ] {
-            if value.is_zero() {
-                return invalid(format!("{key} must be greater than 0"));
-            }
-        }
-        Ok(())
+        ])
     }
 }
 

@@ -143,6 +143,17 @@ mod toml_keys {
     }
 }
 
+/// Fails naming the first key whose duration is zero: a zero timeout or interval would mean
+/// "never wait" or "spin", never what an operator meant.
+pub fn require_positive(durations: &[(&str, std::time::Duration)]) -> Result<(), ConfigError> {
+    match durations.iter().find(|(_, value)| value.is_zero()) {
+        Some((key, _)) => Err(ConfigError::Invalid(format!(
+            "{key} must be greater than 0"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Deserializes a duration given in milliseconds (`*_ms` settings).
 pub mod millis {
     use std::time::Duration;

@@ -4,6 +4,52 @@ use std::collections::BTreeSet;
 
 use reqwest::Method;
 
+/// The service at `base` documents exactly the paths its `sources` register, serves every
+/// documented operation (not answered 405 or "no endpoint" 404) and no other method on
+/// those paths. `{id}` is filled with a fresh UUID; requests carry a valid product body.
+pub async fn assert_document_matches_routes(
+    client: &reqwest::Client,
+    base: &str,
+    sources: &[&str],
+) {
+    let document: serde_json::Value = client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let documented = operations(&document);
+    let documented_paths: BTreeSet<String> =
+        documented.iter().map(|(_, path)| path.clone()).collect();
+    assert_eq!(
+        documented_paths,
+        registered_paths(sources),
+        "document paths vs routes.rs"
+    );
+
+    let id = uuid::Uuid::now_v7();
+    for (method, path) in all_methods(&documented_paths) {
+        let url = format!("{base}{}", path.replace("{id}", &id.to_string()));
+        let response = client
+            .request(method.clone(), &url)
+            .json(&serde_json::json!({"name": "x", "price": 1, "stock": 1}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let unrouted = status == 405
+            || (status == 404
+                && body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("no endpoint")));
+        let expected = documented.contains(&(method.to_string(), path.clone()));
+        assert_eq!(!unrouted, expected, "{method} {path}: {status} {body}");
+    }
+}
+
 /// `(METHOD, path)` of every operation in an OpenAPI document.
 pub fn operations(document: &serde_json::Value) -> BTreeSet<(String, String)> {
     let mut operations = BTreeSet::new();

@@ -72,12 +72,7 @@ pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
     if status.is_success() {
         http_api::envelope::success(status, report, "ready")
     } else {
-        HttpResponse::build(status).json(serde_json::json!({
-            "success": false,
-            "error": "the primary database is unreachable",
-            "code": "not_ready",
-            "data": report,
-        }))
+        http_api::envelope::not_ready("the primary database is unreachable", report)
     }
 }
 

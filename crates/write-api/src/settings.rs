@@ -102,7 +102,7 @@ impl service_kit::config::Settings for Settings {
         if let Err(e) = messaging::BrokerAddress::parse(self.rabbitmq_url.expose()) {
             return invalid(format!("rabbitmq_url: {e}"));
         }
-        for (key, value) in [
+        service_kit::config::require_positive(&[
             ("db_connect_timeout_ms", self.db_connect_timeout_ms),
             ("db_statement_timeout_ms", self.db_statement_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
@@ -110,12 +110,7 @@ impl service_kit::config::Settings for Settings {
             ("relay_confirm_timeout_ms", self.relay_confirm_timeout_ms),
             ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
             ("amqp_reconnect_max_ms", self.amqp_reconnect_max_ms),
-        ] {
-            if value.is_zero() {
-                return invalid(format!("{key} must be greater than 0"));
-            }
-        }
-        Ok(())
+        ])
     }
 }
 
