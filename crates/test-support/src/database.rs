@@ -41,6 +41,25 @@ impl TestDatabase {
         &self.name
     }
 
+    /// `host:port` of the server this database lives on (where a proxy in front of it
+    /// forwards to).
+    pub fn server(&self) -> String {
+        let (host, port) = server_of(&self.url);
+        format!("{host}:{port}")
+    }
+
+    /// This database's URL with its server replaced by `host` (`host:port`, a proxy's).
+    pub fn url_via(&self, host: &str) -> String {
+        let authority_start = self.url.find("://").map_or(0, |i| i + 3);
+        let at = self.url[authority_start..]
+            .find('@')
+            .map_or(authority_start, |i| authority_start + i + 1);
+        let end = self.url[at..]
+            .find(['/', '?'])
+            .map_or(self.url.len(), |i| at + i);
+        format!("{}{host}{}", &self.url[..at], &self.url[end..])
+    }
+
     /// A connection for the test's own checks.
     pub async fn connect(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(&self.url)
@@ -60,6 +79,18 @@ impl Drop for TestDatabase {
                     .await;
             }
         });
+    }
+}
+
+/// The host and port of a `postgres://` URL (5432 when it names none).
+fn server_of(url: &str) -> (String, u16) {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.parse().expect("a numeric port")),
+        None => (host_port.to_owned(), 5432),
     }
 }
 
@@ -83,7 +114,16 @@ fn replace_database(url: &str, database: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_database;
+    use super::{replace_database, server_of};
+
+    #[test]
+    fn finds_the_server() {
+        assert_eq!(
+            server_of("postgres://u:p@127.0.0.1:5439/db?x=1"),
+            ("127.0.0.1".to_owned(), 5439)
+        );
+        assert_eq!(server_of("postgres://h/db"), ("h".to_owned(), 5432));
+    }
 
     #[test]
     fn replaces_the_database_name() {

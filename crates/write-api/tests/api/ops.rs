@@ -26,10 +26,9 @@ async fn healthz_and_readyz_answer() {
 async fn readyz_fails_when_the_primary_is_unreachable() {
     let db = std::sync::Arc::new(test_support::TestDatabase::create().await);
     let vhost = std::sync::Arc::new(test_support::TestVhost::create().await);
-    let proxy = test_support::TcpProxy::start("127.0.0.1:5432").await;
+    let proxy = test_support::TcpProxy::start(&db.server()).await;
     let mut settings = crate::helpers::test_settings(&db, &vhost.url());
-    settings.database_url =
-        service_kit::SecretUrl::new(db.url().replace("127.0.0.1:5432", &proxy.host()));
+    settings.database_url = service_kit::SecretUrl::new(db.url_via(&proxy.host()));
     settings.request_timeout_ms = std::time::Duration::from_secs(1);
     settings.db_connect_timeout_ms = std::time::Duration::from_millis(500);
     let app = crate::helpers::spawn_with(settings, db, vhost).await;
