@@ -225,7 +225,9 @@ mod tests {
         let subscriber = std::env::var("BENCH_LR_SUBSCRIBER_URL").unwrap();
         assert_eq!(wal_level(&publisher).await.unwrap(), "logical");
         for url in [&publisher, &subscriber] {
-            storage::migrations::run_pending(url).await.unwrap();
+            storage::migrations::run_pending(url, Duration::from_secs(60))
+                .await
+                .unwrap();
         }
         #[derive(diesel::QueryableByName)]
         struct Id {

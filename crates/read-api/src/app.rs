@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::router::Router;
 use crate::settings::Settings;
-use crate::source::{Policy, Role, Source};
+use crate::source::{FlapPolicy, Policy, Role, Source};
 use crate::{health, routes};
 
 /// The name of the primary as a source, in `X-Served-By` and metrics.
@@ -34,8 +34,14 @@ impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let policy = Policy {
             max_lag_ms: settings.max_lag_ms,
+            check_interval: settings.health_check_interval_ms,
             max_consecutive_errors: settings.max_consecutive_errors,
             cooldown: settings.cooldown_ms,
+            flap: FlapPolicy {
+                window: settings.flap_window_ms,
+                max_exits: settings.flap_max_exits,
+                rejoin_checks: settings.flap_rejoin_checks,
+            },
         };
         let breaker_opened = Arc::new(Notify::new());
         let mut replicas = Vec::new();
@@ -51,25 +57,24 @@ impl Application {
                 breaker_opened.clone(),
             )));
         }
-        let primary = if settings.fallback_to_primary {
-            let pool = storage::pool::build(
-                settings.database_url.expose(),
-                &settings.pool_settings(PRIMARY),
-            )
-            .context("building the primary's read-only pool")?;
-            Some(Arc::new(Source::new(
-                PRIMARY,
-                Role::Primary,
-                pool,
-                policy,
-                breaker_opened.clone(),
-            )))
-        } else {
-            None
-        };
+        // The primary is always watched: it says what each replica lacks. It serves reads
+        // only as a fallback.
+        let pool = storage::pool::build(
+            settings.database_url.expose(),
+            &settings.pool_settings(PRIMARY),
+        )
+        .context("building the primary's read-only pool")?;
+        let primary = Some(Arc::new(Source::new(
+            PRIMARY,
+            Role::Primary,
+            pool,
+            policy,
+            breaker_opened.clone(),
+        )));
         let router = Arc::new(Router::new(
             replicas,
             primary,
+            settings.fallback_to_primary,
             settings.strategy,
             settings.read_timeout_ms,
             settings.request_deadline_ms,

@@ -1,59 +1,115 @@
 //! Periodic health checks: every `health_check_interval_ms`, each source (not cooling down)
-//! is probed with a short timeout. A replica's probe reads its `replication_status` row, which
-//! both proves the schema is there and gives its lag; the primary's reads its newest change,
-//! the reference replicas' lag is measured against.
+//! is probed with a short timeout. A replica's probe reads its `replication_status` row,
+//! which proves the schema is there and says what it holds; then the primary's probe reads
+//! what each replica lacks (its catch-up marks, and its oldest change newer than each
+//! replica's newest), which is what a replica's staleness is measured by (see [`crate::lag`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::dsl::now;
-use diesel::prelude::*;
-use diesel::sql_types::Timestamptz;
-use diesel_async::RunQueryDsl;
 use futures_util::future::join_all;
-use storage::replication_status::ReplicationStatus;
-use storage::schema::replication_status;
+use storage::staleness::{PrimarySample, ReplicaSample};
 use storage::{StorageError, pool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::lag::{self, Sample};
+use crate::lag::{self, PrimaryView, Sample};
 use crate::router::Router;
-use crate::source::{Role, Source};
+use crate::source::Source;
 use crate::status;
 
-/// Probes every due source once, then updates lags (they compare replicas with each other)
-/// and the gauges.
+/// Probes every due source once, then updates lags and the gauges.
 pub async fn check_all(router: &Router, timeout: Duration) {
     let started = Instant::now();
     let due: Vec<&Arc<Source>> = router
         .replicas()
         .iter()
-        .chain(router.primary())
         .filter(|s| s.probe_due(started))
         .collect();
-    let outcomes = join_all(due.iter().map(|source| probe(source, timeout))).await;
+    let samples: Vec<Result<ReplicaSample, StorageError>> = join_all(due.iter().map(|source| {
+        pool::with_connection(source.pool(), timeout, async |conn| {
+            storage::staleness::replica_sample(conn).await
+        })
+    }))
+    .await;
 
-    let reference = lag::reference(
-        outcomes
-            .iter()
-            .filter_map(|o| o.as_ref().ok().and_then(Option::as_ref)),
-    );
-    for (source, outcome) in due.into_iter().zip(outcomes) {
-        source.record_probe(
-            started,
-            match outcome {
-                Ok(sample) => Ok(sample.map(|s| lag::lag(&s, reference))),
-                Err(error) => {
-                    tracing::debug!(replica = %source.name(), %error, "health check failed");
-                    Err(reason(&error, timeout))
-                }
-            },
-        );
+    // The primary is asked what each replica that answered lacks.
+    let levels: Vec<Option<DateTime<Utc>>> = samples
+        .iter()
+        .filter_map(|s| s.as_ref().ok())
+        .map(|s| s.status.last_event_at)
+        .collect();
+    let primary = match router.primary().filter(|p| p.probe_due(started)) {
+        Some(source) => {
+            let sample = pool::with_connection(source.pool(), timeout, async |conn| {
+                storage::staleness::primary_sample(conn, &levels).await
+            })
+            .await;
+            source.record_probe(
+                started,
+                sample
+                    .as_ref()
+                    .map(|_| None)
+                    .map_err(|error| reason(error, timeout)),
+            );
+            sample.ok()
+        }
+        None => None,
+    };
+
+    let replica_samples: Vec<Option<Sample>> = samples
+        .iter()
+        .map(|s| {
+            s.as_ref().ok().map(|s| Sample {
+                last_event_at: s.status.last_event_at,
+                behind_since: s.status.behind_since,
+                now: s.now,
+            })
+        })
+        .collect();
+    let reference = lag::reference(replica_samples.iter().flatten());
+    let mut first_missing = primary
+        .as_ref()
+        .map(|p| p.first_missing.iter().copied())
+        .into_iter()
+        .flatten();
+    for ((source, outcome), sample) in due.into_iter().zip(samples).zip(replica_samples) {
+        let outcome = match (outcome, sample) {
+            (Ok(_), Some(sample)) => {
+                let view = primary
+                    .as_ref()
+                    .map(|primary| view_of(primary, source.name(), first_missing.next()));
+                Ok(Some(lag::lag(&sample, view.as_ref(), reference)))
+            }
+            (Err(error), _) => {
+                tracing::debug!(replica = %source.name(), %error, "health check failed");
+                Err(reason(&error, timeout))
+            }
+            (Ok(_), None) => continue,
+        };
+        source.record_probe(started, outcome);
     }
     status::publish_gauges(router);
+}
+
+/// What the primary said about the replica `name`; `first_missing` is its answer for that
+/// replica's level point.
+fn view_of(
+    primary: &PrimarySample,
+    name: &str,
+    first_missing: Option<Option<DateTime<Utc>>>,
+) -> PrimaryView {
+    PrimaryView {
+        now: primary.now,
+        marked_since: primary
+            .marks
+            .iter()
+            .find(|mark| mark.replica == name)
+            .map(|mark| mark.behind_since),
+        first_missing: first_missing.flatten(),
+    }
 }
 
 /// Runs [`check_all`] every `interval`, and as soon as a breaker's cool-down ends, until
@@ -82,50 +138,6 @@ pub async fn run(
         tokio::select! {
             () = check_all(&router, timeout) => {}
             () = stop.cancelled() => return,
-        }
-    }
-}
-
-/// A replica's status row with its database's clock; for the primary, its newest change.
-async fn probe(source: &Source, timeout: Duration) -> Result<Option<Sample>, StorageError> {
-    match source.role() {
-        Role::Primary => {
-            pool::with_connection(source.pool(), timeout, async |conn| {
-                use storage::schema::products;
-                let (newest, db_now): (Option<DateTime<Utc>>, DateTime<Utc>) = products::table
-                    .select((
-                        diesel::dsl::max(products::updated_at),
-                        now.into_sql::<Timestamptz>(),
-                    ))
-                    .first(conn)
-                    .await?;
-                Ok(Some(Sample {
-                    last_event_at: newest,
-                    last_applied_at: None,
-                    behind_since: None,
-                    now: db_now,
-                }))
-            })
-            .await
-        }
-        Role::Replica => {
-            pool::with_connection(source.pool(), timeout, async |conn| {
-                let (status, db_now): (ReplicationStatus, DateTime<Utc>) =
-                    replication_status::table
-                        .select((
-                            ReplicationStatus::as_select(),
-                            now.into_sql::<Timestamptz>(),
-                        ))
-                        .first(conn)
-                        .await?;
-                Ok(Some(Sample {
-                    last_event_at: status.last_event_at,
-                    last_applied_at: status.last_applied_at,
-                    behind_since: status.behind_since,
-                    now: db_now,
-                }))
-            })
-            .await
         }
     }
 }

@@ -46,7 +46,10 @@ pub struct ReadFailure {
 
 pub struct Router {
     replicas: Vec<Arc<Source>>,
+    /// Watched by the health checks (it says what each replica lacks); read from only when
+    /// `fallback` is on.
     primary: Option<Arc<Source>>,
+    fallback: bool,
     chooser: Chooser,
     read_timeout: Duration,
     request_deadline: Duration,
@@ -56,6 +59,7 @@ impl Router {
     pub fn new(
         replicas: Vec<Arc<Source>>,
         primary: Option<Arc<Source>>,
+        fallback: bool,
         strategy: Strategy,
         read_timeout: Duration,
         request_deadline: Duration,
@@ -63,6 +67,7 @@ impl Router {
         Self {
             replicas,
             primary,
+            fallback,
             chooser: Chooser::new(strategy),
             read_timeout,
             request_deadline,
@@ -73,9 +78,14 @@ impl Router {
         &self.replicas
     }
 
-    /// The primary, when fallback to it is on.
+    /// The primary, whether or not it serves reads.
     pub fn primary(&self) -> Option<&Arc<Source>> {
         self.primary.as_ref()
+    }
+
+    /// The primary, when reads may fall back to it.
+    pub fn fallback(&self) -> Option<&Arc<Source>> {
+        self.primary.as_ref().filter(|_| self.fallback)
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -86,7 +96,7 @@ impl Router {
     pub fn can_serve(&self) -> bool {
         self.replicas
             .iter()
-            .chain(&self.primary)
+            .chain(self.fallback())
             .any(|s| s.is_available())
     }
 
@@ -132,7 +142,7 @@ impl Router {
             .cloned()
             .collect();
         let mut plan = self.chooser.order(in_rotation);
-        plan.extend(self.primary.iter().filter(|s| s.is_available()).cloned());
+        plan.extend(self.fallback().filter(|s| s.is_available()).cloned());
         if plan.is_empty() {
             return Err(ReadFailure {
                 error: ReadError::NoSource(self.why_none()),
@@ -207,7 +217,7 @@ impl Router {
         let mut reasons: Vec<String> = self
             .replicas
             .iter()
-            .chain(&self.primary)
+            .chain(self.fallback())
             .map(|s| {
                 let reason = s
                     .unavailable_reason()
@@ -215,7 +225,7 @@ impl Router {
                 format!("{}: {reason}", s.name())
             })
             .collect();
-        if self.primary.is_none() {
+        if self.fallback().is_none() {
             reasons.push("primary: fallback_to_primary is off".into());
         }
         reasons.join("; ")

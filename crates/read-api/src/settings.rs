@@ -55,8 +55,15 @@ pub struct Settings {
     /// How long such a source stays out before a probe decides.
     #[serde(with = "millis")]
     pub cooldown_ms: Duration,
-    /// A replica lagging more than this leaves rotation.
+    /// No answer is staler than this: a replica leaves rotation before the oldest change it
+    /// lacks could be older (the next health check's interval included).
     pub max_lag_ms: u64,
+    /// Flap damping: a source that left rotation more than `flap_max_exits` times within
+    /// `flap_window_ms` rejoins only after `flap_rejoin_checks` passing checks in a row.
+    #[serde(with = "millis")]
+    pub flap_window_ms: Duration,
+    pub flap_max_exits: u32,
+    pub flap_rejoin_checks: u32,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -84,6 +91,9 @@ impl Default for Settings {
             max_consecutive_errors: 3,
             cooldown_ms: Duration::from_secs(5),
             max_lag_ms: 5000,
+            flap_window_ms: Duration::from_secs(60),
+            flap_max_exits: 3,
+            flap_rejoin_checks: 5,
             log_format: "text".into(),
         }
     }
@@ -105,6 +115,16 @@ impl service_kit::config::Settings for Settings {
         if self.max_consecutive_errors == 0 {
             return invalid("max_consecutive_errors must be at least 1".into());
         }
+        if u128::from(self.max_lag_ms) <= self.health_check_interval_ms.as_millis() {
+            return invalid(
+                "max_lag_ms must exceed health_check_interval_ms: staleness is only seen at a \
+                 check"
+                    .into(),
+            );
+        }
+        if self.flap_rejoin_checks == 0 {
+            return invalid("flap_rejoin_checks must be at least 1".into());
+        }
         if self.read_timeout_ms > self.request_deadline_ms {
             return invalid("read_timeout_ms must not exceed request_deadline_ms".into());
         }
@@ -122,6 +142,7 @@ impl service_kit::config::Settings for Settings {
             ("health_check_interval_ms", self.health_check_interval_ms),
             ("health_check_timeout_ms", self.health_check_timeout_ms),
             ("cooldown_ms", self.cooldown_ms),
+            ("flap_window_ms", self.flap_window_ms),
         ])
     }
 }

@@ -1,13 +1,16 @@
 //! One place reads can go (a replica, or the primary as a last resort): its pool, its load,
 //! and whether it is in rotation.
 //!
-//! A source is in rotation when its last health check passed, its lag is within
-//! `max_lag_ms` (replicas), and its breaker is closed. The breaker opens after
-//! `max_consecutive_errors` failed reads in a row; it stays open for `cooldown_ms`, and then
-//! the next health check decides: passing closes it, failing leaves the source out as
-//! unreachable until a later check passes. Nothing but health checks brings a source back,
-//! so a flapping replica is not fed reads between two failures.
+//! A source is in rotation when its last health check passed, it is level and its staleness
+//! is within `max_lag_ms` (replicas, see [`crate::lag`]), and its breaker is closed. The
+//! breaker opens after `max_consecutive_errors` failed reads in a row; it stays open for
+//! `cooldown_ms`, and then the next health check decides: passing closes it, failing leaves
+//! the source out as unreachable until a later check passes. Nothing but health checks
+//! brings a source back, so a flapping replica is not fed reads between two failures; and
+//! one that left rotation more than `flap_max_exits` times within `flap_window_ms` rejoins
+//! only after `flap_rejoin_checks` passing checks in a row (flap damping).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -27,12 +30,24 @@ pub enum Role {
     Primary,
 }
 
-/// When a source leaves rotation.
+/// When a source leaves rotation, and when it comes back.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub max_lag_ms: u64,
+    /// How long until the next look: staleness may grow that much before anyone sees it.
+    pub check_interval: Duration,
     pub max_consecutive_errors: u32,
     pub cooldown: Duration,
+    pub flap: FlapPolicy,
+}
+
+/// Flap damping: a source that left rotation more than `max_exits` times within `window`
+/// rejoins only after `rejoin_checks` passing health checks in a row.
+#[derive(Debug, Clone, Copy)]
+pub struct FlapPolicy {
+    pub window: Duration,
+    pub max_exits: u32,
+    pub rejoin_checks: u32,
 }
 
 pub struct Source {
@@ -56,6 +71,12 @@ struct Health {
     consecutive_errors: u32,
     breaker: Option<Breaker>,
     last_error: Option<String>,
+    /// When it left rotation, within the flap window.
+    exits: VecDeque<Instant>,
+    /// While damped: passing checks still needed before it rejoins.
+    damped: Option<u32>,
+    /// When it last left rotation, and why (for `/api/replicas`).
+    out_since: Option<(DateTime<Utc>, String)>,
 }
 
 /// An open breaker: the source is out until `until`, then until a health check passes.
@@ -80,6 +101,11 @@ pub struct SourceReport {
     pub reads_served: u64,
     pub consecutive_errors: u32,
     pub last_error: Option<String>,
+    /// When it left rotation (while it is out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_since: Option<DateTime<Utc>>,
+    /// Times it left rotation within the flap window.
+    pub recent_exits: usize,
 }
 
 impl Source {
@@ -153,10 +179,14 @@ impl Source {
         if health.breaker.is_none()
             && health.consecutive_errors >= self.policy.max_consecutive_errors
         {
+            let was_in = health.reason(&self.policy, Instant::now()).is_none();
             health.breaker = Some(Breaker {
                 until: Instant::now() + self.policy.cooldown,
                 errors: health.consecutive_errors,
             });
+            if was_in {
+                health.left_rotation(&self.policy, Instant::now(), error);
+            }
             tracing::warn!(
                 replica = %self.name,
                 errors = health.consecutive_errors,
@@ -204,7 +234,20 @@ impl Source {
                 health.probe = Some(Err(reason));
             }
         }
+        // Damping counts passing checks in a row; any failing one starts the count again.
+        if let Some(needed) = health.damped {
+            health.damped = match health.undamped_reason(&self.policy, now) {
+                None if needed <= 1 => None,
+                None => Some(needed - 1),
+                Some(_) => Some(self.policy.flap.rejoin_checks),
+            };
+        }
         let after = health.reason(&self.policy, now);
+        match (&before, &after) {
+            (None, Some(reason)) => health.left_rotation(&self.policy, now, reason),
+            (Some(_), None) => health.out_since = None,
+            _ => {}
+        }
         drop(health);
         // The first check's outcome is logged by start-up, not as a change.
         if !checked_before {
@@ -229,11 +272,13 @@ impl Source {
             healthy: reason.is_none(),
             reason,
             lag_ms: health.lag.map(|lag| lag.ms),
-            catching_up_since: health.lag.and_then(|lag| lag.catching_up_since),
+            catching_up_since: health.lag.and_then(|lag| lag.catching_up_since()),
             in_flight: self.in_flight(),
             reads_served: self.served.load(Ordering::Relaxed),
             consecutive_errors: health.consecutive_errors,
             last_error: health.last_error.clone(),
+            out_since: health.out_since.as_ref().map(|(since, _)| *since),
+            recent_exits: health.exits.len(),
         }
     }
 
@@ -244,7 +289,21 @@ impl Source {
 }
 
 impl Health {
+    /// Why the source is out of rotation, damping included.
     fn reason(&self, policy: &Policy, now: Instant) -> Option<String> {
+        let reason = self.undamped_reason(policy, now);
+        match (reason, self.damped) {
+            (None, Some(needed)) => Some(format!(
+                "flap damping: left rotation {} times within {} s; rejoins after {needed} more \
+                 passing health checks",
+                self.exits.len(),
+                policy.flap.window.as_secs()
+            )),
+            (reason, _) => reason,
+        }
+    }
+
+    fn undamped_reason(&self, policy: &Policy, now: Instant) -> Option<String> {
         if let Some(breaker) = &self.breaker {
             let last = self.last_error.as_deref().unwrap_or("unknown error");
             let next = if breaker.until > now {
@@ -265,22 +324,26 @@ impl Health {
             Some(Err(reason)) => return Some(reason.clone()),
             Some(Ok(())) => {}
         }
-        let lag = self.lag?;
-        if lag.ms <= policy.max_lag_ms {
-            return None;
+        self.lag?.out_of_rotation_because(
+            policy.max_lag_ms,
+            u64::try_from(policy.check_interval.as_millis()).unwrap_or(u64::MAX),
+        )
+    }
+
+    /// Counts an exit from rotation; past the flap threshold the source is damped.
+    fn left_rotation(&mut self, policy: &Policy, now: Instant, reason: &str) {
+        self.out_since = Some((Utc::now(), reason.to_owned()));
+        while self
+            .exits
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > policy.flap.window)
+        {
+            self.exits.pop_front();
         }
-        Some(match lag.catching_up_since {
-            Some(since) => format!(
-                "catching up since {} (lag {} ms > max_lag_ms {})",
-                since.to_rfc3339(),
-                lag.ms,
-                policy.max_lag_ms
-            ),
-            None => format!(
-                "lagging: {} ms behind (max_lag_ms {})",
-                lag.ms, policy.max_lag_ms
-            ),
-        })
+        self.exits.push_back(now);
+        if self.exits.len() > policy.flap.max_exits as usize {
+            self.damped = Some(policy.flap.rejoin_checks);
+        }
     }
 }
 

@@ -14,14 +14,14 @@ struct Report {
     strategy: String,
     fallback_to_primary: bool,
     replicas: Vec<SourceReport>,
-    /// The primary, when fallback to it is on.
+    /// The primary: it says what each replica lacks, and serves reads when fallback is on.
     primary: Option<SourceReport>,
 }
 
 fn report(router: &Router) -> Report {
     Report {
         strategy: router.strategy().to_string(),
-        fallback_to_primary: router.primary().is_some(),
+        fallback_to_primary: router.fallback().is_some(),
         replicas: router.replicas().iter().map(|s| s.report()).collect(),
         primary: router.primary().map(|s| s.report()),
     }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::RetryPolicy;
-use crate::catchup::CatchUp;
+use crate::catchup::{CatchUp, DeadLetterTarget};
 use crate::consume::{ConsumerStatus, Pipeline};
 use crate::health::{self, Health};
 use crate::replica::Replica;
@@ -42,6 +42,29 @@ pub fn primary(settings: &Settings) -> anyhow::Result<storage::DbPool> {
     .context("building the primary pool")
 }
 
+/// Catch-up for `replica`, as `holder`.
+pub fn catch_up(
+    settings: &Settings,
+    replica: Arc<Replica>,
+    primary: storage::DbPool,
+    holder: uuid::Uuid,
+) -> anyhow::Result<CatchUp> {
+    Ok(CatchUp {
+        replica,
+        primary,
+        deadline: settings.apply_timeout_ms,
+        interval: settings.catchup_interval_ms,
+        margin: settings.catchup_margin_ms,
+        page_size: settings.catchup_page_size,
+        holder,
+        dead_letters: DeadLetterTarget {
+            address: BrokerAddress::parse(settings.rabbitmq_url.expose())
+                .context("parsing RABBITMQ_URL")?,
+            settings: settings.broker_settings("replicator-catchup"),
+        },
+    })
+}
+
 /// A running replicator.
 pub struct Application {
     port: u16,
@@ -57,13 +80,13 @@ impl Application {
         let primary = primary(&settings)?;
         let address =
             BrokerAddress::parse(settings.rabbitmq_url.expose()).context("parsing RABBITMQ_URL")?;
-        for replica in replicas.iter() {
-            // Migrate what answers now; the rest is migrated on first contact.
-            if let Err(error) = replica.ensure_migrated().await {
-                tracing::warn!(replica = %replica.name, %error, "replica not reachable at start-up; will retry");
-                replica.mark_down(&error.to_string(), std::time::Duration::ZERO);
-            }
-        }
+        // Replicas are migrated on first contact, by the live path or catch-up, each within
+        // its own deadline: a replica that is down or frozen at start-up delays nobody.
+        let holder = uuid::Uuid::new_v4();
+        let catch_ups = replicas
+            .iter()
+            .map(|replica| catch_up(&settings, replica.clone(), primary.clone(), holder))
+            .collect::<anyhow::Result<Vec<_>>>()?;
 
         let (status, status_rx) = watch::channel(ConsumerStatus {
             consuming: false,
@@ -83,20 +106,11 @@ impl Application {
                 attempts: settings.retry_attempts,
                 base: settings.retry_base_ms,
                 cap: settings.retry_cap_ms,
-                probe_interval: settings.catchup_interval_ms,
+                budget: settings.live_apply_budget_ms,
             },
             reconnect_max: settings.amqp_reconnect_max_ms,
             status,
         };
-        let catch_up = CatchUp {
-            replicas: replicas.clone(),
-            primary,
-            deadline: settings.apply_timeout_ms,
-            interval: settings.catchup_interval_ms,
-            margin: settings.catchup_margin_ms,
-            page_size: settings.catchup_page_size,
-        };
-
         let health = web::Data::new(Health {
             consumer: status_rx,
             replicas,
@@ -120,10 +134,12 @@ impl Application {
         .run();
 
         let workers_stop = CancellationToken::new();
-        let workers = vec![
-            tokio::spawn(pipeline.run(workers_stop.clone())),
-            tokio::spawn(catch_up.run(workers_stop.clone())),
-        ];
+        let mut workers = vec![tokio::spawn(pipeline.run(workers_stop.clone()))];
+        workers.extend(
+            catch_ups
+                .into_iter()
+                .map(|catch_up| tokio::spawn(catch_up.run(workers_stop.clone()))),
+        );
         let handle = server.handle();
         let stop = workers_stop.clone();
         tokio::spawn(async move {

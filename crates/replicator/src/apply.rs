@@ -1,9 +1,10 @@
 //! Applying a batch of change events to every replica at once.
 //!
-//! Each replica gets the batch in one transaction (rows and its status row together), under
-//! a deadline, retried with full-jitter backoff. Replicas run in parallel and fail alone: a
-//! replica that still fails after the budget is marked down and left to catch-up, so the
-//! others keep their pace.
+//! Each replica gets the batch in one transaction (rows and its status row together), retried
+//! with full-jitter backoff, all within a short live budget. Replicas run in parallel and fail
+//! alone: one that cannot take the batch within the budget (down, refusing connections, or
+//! frozen: it accepts and never answers) is marked down and left to catch-up, so a sick
+//! replica costs the others at most one budget, once.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use service_kit::Backoff;
 use storage::products::ProductRow;
 use storage::replica::{self as replica_rows, AppliedBatch};
 use storage::{StorageError, pool};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::replica::Replica;
@@ -23,8 +25,8 @@ pub struct RetryPolicy {
     pub attempts: u32,
     pub base: Duration,
     pub cap: Duration,
-    /// How long a replica that used up its budget is skipped before the next probe.
-    pub probe_interval: Duration,
+    /// Bound on all attempts together: past it the replica is left to catch-up.
+    pub budget: Duration,
 }
 
 /// What happened to a batch on one replica.
@@ -76,30 +78,34 @@ impl PreparedBatch {
     }
 }
 
-/// Applies `batch` to `replica`, with the full budget when it is up or a single probe when it
-/// is down; `None` when it is down and not due for a probe.
+/// Applies `batch` to `replica` within the policy's budget; a replica that is down is not
+/// tried (catch-up brings it back).
 pub async fn apply_to_replica(
     replica: &Replica,
     batch: &PreparedBatch,
     policy: &RetryPolicy,
     cancel: &CancellationToken,
 ) -> ReplicaOutcome {
-    let Some(full_budget) = replica.live_attempt() else {
+    if !replica.is_up() {
         return ReplicaOutcome::Missed {
             error: replica
-                .report()
-                .last_error
+                .last_error()
                 .unwrap_or_else(|| "replica is down".into()),
             attempts: 0,
         };
-    };
-    let attempts = if full_budget { policy.attempts } else { 1 };
+    }
+    let until = Instant::now() + policy.budget;
     let mut backoff = Backoff::new(policy.base, policy.cap);
     let mut last_error = String::new();
-    for attempt in 1..=attempts {
-        match apply_once(replica, batch).await {
+    let mut attempts = 0;
+    while attempts < policy.attempts {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        attempts += 1;
+        match apply_once(replica, batch, left).await {
             Ok(rows_changed) => {
-                replica.mark_up();
                 metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
                     .increment(u64::try_from(batch.status.events).unwrap_or(0));
                 record_lag(replica, batch);
@@ -116,22 +122,26 @@ pub async fn apply_to_replica(
             }
             Err(error) => {
                 last_error = error.to_string();
-                if full_budget {
-                    tracing::warn!(replica = %replica.name, attempt, attempts, error = %last_error, "apply failed");
-                } else {
-                    tracing::debug!(replica = %replica.name, error = %last_error, "replica still down");
-                }
-                if attempt < attempts {
+                tracing::warn!(replica = %replica.name, attempt = attempts, error = %last_error, "apply failed");
+                if attempts < policy.attempts {
                     metrics::counter!("replicator_apply_retries_total", "replica" => replica.name.clone())
                         .increment(1);
-                    if !backoff.wait(cancel).await {
-                        break;
+                    let pause = tokio::time::sleep_until(until);
+                    tokio::select! {
+                        waited = backoff.wait(cancel) => if !waited { break },
+                        () = pause => break,
                     }
                 }
             }
         }
     }
-    replica.mark_down(&last_error, policy.probe_interval);
+    if last_error.is_empty() {
+        last_error = format!(
+            "no answer within the live budget of {} ms",
+            policy.budget.as_millis()
+        );
+    }
+    replica.mark_down(&last_error, batch.oldest_event_at);
     ReplicaOutcome::Missed {
         error: last_error,
         attempts,
@@ -157,6 +167,7 @@ async fn apply_each(replica: &Replica, batch: &PreparedBatch) -> ReplicaOutcome 
             }),
             Err(error) => {
                 // The replica itself failed half-way: an outage after all.
+                replica.mark_down(&error.to_string(), batch.oldest_event_at);
                 return ReplicaOutcome::Missed {
                     error: error.to_string(),
                     attempts: 1,
@@ -169,12 +180,12 @@ async fn apply_each(replica: &Replica, batch: &PreparedBatch) -> ReplicaOutcome 
     })
     .await;
     if let Err(error) = status {
+        replica.mark_down(&error.to_string(), batch.oldest_event_at);
         return ReplicaOutcome::Missed {
             error: error.to_string(),
             attempts: 1,
         };
     }
-    replica.mark_up();
     metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
         .increment(u64::try_from(batch.status.events).unwrap_or(0));
     ReplicaOutcome::Applied {
@@ -183,10 +194,16 @@ async fn apply_each(replica: &Replica, batch: &PreparedBatch) -> ReplicaOutcome 
     }
 }
 
-/// One transaction: the rows under the version guard, then the status row.
-async fn apply_once(replica: &Replica, batch: &PreparedBatch) -> Result<usize, StorageError> {
-    replica.ensure_migrated().await?;
-    pool::with_connection(&replica.pool, replica.deadline, async |conn| {
+/// One transaction: the rows under the version guard, then the status row; all within `left`.
+async fn apply_once(
+    replica: &Replica,
+    batch: &PreparedBatch,
+    left: Duration,
+) -> Result<usize, StorageError> {
+    let until = Instant::now() + left;
+    replica.ensure_migrated(left).await?;
+    let left = until.saturating_duration_since(Instant::now());
+    pool::with_connection(&replica.pool, replica.deadline.min(left), async |conn| {
         replica_rows::apply_batch(conn, &batch.rows, Some(&batch.status)).await
     })
     .await

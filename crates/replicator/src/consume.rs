@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use domain::ChangeEvent;
-use messaging::topology::{DEAD_LETTER_QUEUE, WORK_QUEUES};
+use messaging::topology::WORK_QUEUES;
 use messaging::{
     BrokerAddress, BrokerSettings, Consumer, Delivery, MessagingError, OutgoingMessage, Publisher,
 };
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, PreparedBatch, ReplicaOutcome, RetryPolicy};
+use crate::dead_letter::{self, Verdict};
 use crate::replica::Replica;
 
 /// Whether the loop holds a broker connection, for `/readyz`.
@@ -137,17 +138,19 @@ impl Pipeline {
                         %error,
                         "undecodable message; dead-lettering it"
                     );
-                    rejected.push(dead_letter(
+                    rejected.push(dead_letter::from_delivery(
                         delivery,
-                        error.reason(),
-                        &error.to_string(),
-                        "none",
-                        1,
+                        &Verdict {
+                            reason: error.reason(),
+                            error: &error.to_string(),
+                            replica: "none",
+                            attempts: 1,
+                        },
                     ));
                 }
             }
         }
-        publish_dead_letters(dead_letters, &rejected, "undecodable").await?;
+        dead_letter::publish(dead_letters, &rejected, "undecodable").await?;
 
         let decoded: Vec<&ChangeEvent> = events.iter().map(|(_, event)| event).collect();
         if let Some(prepared) = PreparedBatch::new(&decoded) {
@@ -166,16 +169,18 @@ impl Pipeline {
                         error = %refused.error,
                         "replica refused a change; dead-lettering it"
                     );
-                    Some(dead_letter(
+                    Some(dead_letter::from_delivery(
                         delivery,
-                        "refused_by_replica",
-                        &refused.error,
-                        replica,
-                        2,
+                        &Verdict {
+                            reason: "refused_by_replica",
+                            error: &refused.error,
+                            replica,
+                            attempts: 2,
+                        },
                     ))
                 })
                 .collect();
-            publish_dead_letters(dead_letters, &refused, "refused_by_replica").await?;
+            dead_letter::publish(dead_letters, &refused, "refused_by_replica").await?;
             if tracing::enabled!(tracing::Level::DEBUG) {
                 for (delivery, event) in &events {
                     tracing::debug!(
@@ -272,53 +277,5 @@ impl Pipeline {
             since: Utc::now(),
             last_error,
         });
-    }
-}
-
-/// Publishes `messages` to the DLQ with confirms; the batch may be acked only after this.
-async fn publish_dead_letters(
-    publisher: &mut Publisher,
-    messages: &[OutgoingMessage],
-    reason: &'static str,
-) -> Result<(), SessionEnd> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let report = publisher.publish_confirmed(messages).await;
-    if let Some(error) = report.error {
-        return Err(error.into());
-    }
-    metrics::counter!("replicator_dead_lettered_total", "reason" => reason)
-        .increment(messages.len() as u64);
-    Ok(())
-}
-
-/// The message as it arrived, to `products.dlq`, with why in its headers.
-pub fn dead_letter(
-    delivery: &Delivery,
-    reason: &str,
-    error: &str,
-    replica: &str,
-    attempts: u32,
-) -> OutgoingMessage {
-    let mut headers = vec![
-        ("x-dlq-reason", reason.to_owned()),
-        ("x-dlq-error", error.chars().take(500).collect()),
-        ("x-dlq-replica", replica.to_owned()),
-        ("x-dlq-attempts", attempts.to_string()),
-        ("x-original-queue", delivery.queue.to_owned()),
-    ];
-    if let Some(request_id) = delivery.header("x-request-id") {
-        headers.push(("x-request-id", request_id.to_owned()));
-    }
-    OutgoingMessage {
-        queue: DEAD_LETTER_QUEUE,
-        message_id: delivery
-            .message_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        message_type: "rejected-change",
-        body: delivery.body.clone(),
-        headers,
     }
 }

@@ -18,42 +18,61 @@ pub struct CopyJob<'a> {
     pub deadline: Duration,
 }
 
-impl CopyJob<'_> {
-    /// Copies every row changed at or after `since`. Returns the rows read.
-    pub async fn changed_since(&self, since: DateTime<Utc>) -> Result<u64, StorageError> {
-        let mut after = None;
-        let mut copied = 0;
-        loop {
-            let page = self
-                .read_primary(async |conn| {
-                    replica_rows::changed_since(conn, since, after, self.page_size).await
-                })
-                .await?;
-            let Some(last) = page.last() else {
-                return Ok(copied);
-            };
-            after = Some((last.updated_at, last.id));
-            copied += self.write_page(&page).await?;
-        }
+/// What a copy did.
+#[derive(Debug, Default)]
+pub struct CopyReport {
+    /// Rows read from the primary and applied (or refused).
+    pub rows: u64,
+    /// The newest `updated_at` copied: the replica holds every change up to it once the copy
+    /// is complete.
+    pub newest: Option<DateTime<Utc>>,
+    /// Rows the replica refused (a constraint only it has), each with the replica's answer;
+    /// the rest of their page was applied.
+    pub refused: Vec<(ProductRow, String)>,
+}
+
+/// A copy of every row changed at or after a point, in `(updated_at, id)` pages: call
+/// [`ChangedSince::next_page`] until it returns `None`.
+pub struct ChangedSince<'a> {
+    job: &'a CopyJob<'a>,
+    since: DateTime<Utc>,
+    after: Option<replica_rows::ChangedAfter>,
+    report: CopyReport,
+}
+
+impl ChangedSince<'_> {
+    /// Copies the next page; its size, or `None` when everything was copied.
+    pub async fn next_page(&mut self) -> Result<Option<u64>, StorageError> {
+        let (since, after, limit) = (self.since, self.after, self.job.page_size);
+        let page = pool::with_connection(self.job.primary, self.job.deadline, async |conn| {
+            replica_rows::changed_since(conn, since, after, limit).await
+        })
+        .await?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.after = Some((last.updated_at, last.id));
+        self.report.newest = Some(last.updated_at);
+        let rows = page.len() as u64;
+        self.report.rows += rows;
+        let refused = self.job.write_page(page).await?;
+        self.report.refused.extend(refused);
+        Ok(Some(rows))
     }
 
-    /// Copies every row, in id order, calling `progress` with each page's size.
-    pub async fn everything(&self, mut progress: impl FnMut(u64)) -> Result<u64, StorageError> {
-        let mut after = None;
-        let mut copied = 0;
-        loop {
-            let page = self
-                .read_primary(async |conn| {
-                    replica_rows::page_by_id(conn, after, self.page_size).await
-                })
-                .await?;
-            let Some(last) = page.last() else {
-                return Ok(copied);
-            };
-            after = Some(last.id);
-            let written = self.write_page(&page).await?;
-            copied += written;
-            progress(written);
+    pub fn into_report(self) -> CopyReport {
+        self.report
+    }
+}
+
+impl<'a> CopyJob<'a> {
+    /// Starts a copy of every row changed at or after `since`.
+    pub fn changed_since(&'a self, since: DateTime<Utc>) -> ChangedSince<'a> {
+        ChangedSince {
+            job: self,
+            since,
+            after: None,
+            report: CopyReport::default(),
         }
     }
 
@@ -71,9 +90,10 @@ impl CopyJob<'_> {
                 return Ok(removed);
             };
             after = Some(last);
-            let present = self
-                .read_primary(async |conn| replica_rows::existing_ids(conn, &ids).await)
-                .await?;
+            let present = pool::with_connection(self.primary, self.deadline, async |conn| {
+                replica_rows::existing_ids(conn, &ids).await
+            })
+            .await?;
             let strays: Vec<Uuid> = ids.into_iter().filter(|id| !present.contains(id)).collect();
             if !strays.is_empty() {
                 removed += pool::with_connection(self.replica, self.deadline, async |conn| {
@@ -84,18 +104,37 @@ impl CopyJob<'_> {
         }
     }
 
-    async fn read_primary<T>(
+    /// Applies a page in one transaction; when the replica refuses it, row by row, returning
+    /// the rows it refuses.
+    async fn write_page(
         &self,
-        work: impl AsyncFnOnce(&mut storage::AsyncPgConnection) -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
-        pool::with_connection(self.primary, self.deadline, work).await
-    }
-
-    async fn write_page(&self, rows: &[ProductRow]) -> Result<u64, StorageError> {
-        pool::with_connection(self.replica, self.deadline, async |conn| {
-            replica_rows::apply_batch(conn, rows, None).await
+        rows: Vec<ProductRow>,
+    ) -> Result<Vec<(ProductRow, String)>, StorageError> {
+        let applied = pool::with_connection(self.replica, self.deadline, async |conn| {
+            replica_rows::apply_batch(conn, &rows, None).await
         })
-        .await?;
-        Ok(rows.len() as u64)
+        .await;
+        match applied {
+            Ok(_) => Ok(Vec::new()),
+            Err(error) if error.leaves_connection_usable() => {
+                let mut refused = Vec::new();
+                for row in rows {
+                    let applied =
+                        pool::with_connection(self.replica, self.deadline, async |conn| {
+                            replica_rows::apply_batch(conn, std::slice::from_ref(&row), None).await
+                        })
+                        .await;
+                    match applied {
+                        Ok(_) => {}
+                        Err(error) if error.leaves_connection_usable() => {
+                            refused.push((row, error.to_string()));
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(refused)
+            }
+            Err(error) => Err(error),
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`apply`]: one batch on one replica, version-guarded, with retries.
 //! - [`catchup`]: brings a replica that missed changes level, from the primary.
 //! - [`copy`]: keyset-paged copies (catch-up and `resync`); [`verify`], [`resync`], [`dlq`]:
-//!   the operator commands.
+//!   the operator commands; [`dead_letter`]: messages for `products.dlq`, the same on every
+//!   path.
 //! - [`app`]: wiring; [`settings`]: configuration.
 
 pub mod app;
@@ -13,6 +14,7 @@ pub mod apply;
 pub mod catchup;
 pub mod consume;
 pub mod copy;
+pub mod dead_letter;
 pub mod dlq;
 pub mod health;
 pub mod replica;

@@ -83,20 +83,16 @@ async fn resync(settings: &Settings, only: Option<&str>) -> anyhow::Result<ExitC
     {
         anyhow::bail!("no replica named {name}");
     }
+    let holder = uuid::Uuid::new_v4();
     for replica in replicas
         .iter()
         .filter(|r| only.is_none_or(|name| r.name == name))
     {
-        let (copied, removed) = replicator::resync::resync(
-            &primary,
-            replica,
-            settings.catchup_page_size,
-            settings.apply_timeout_ms,
-            true,
-        )
-        .await
-        .with_context(|| format!("resyncing {}", replica.name))?;
-        tracing::info!(replica = %replica.name, copied, removed, "resync done");
+        let catch_up = app::catch_up(settings, replica.clone(), primary.clone(), holder)?;
+        let report = replicator::resync::resync(&catch_up, replicator::resync::Progress::Bar)
+            .await
+            .with_context(|| format!("resyncing {}", replica.name))?;
+        tracing::info!(replica = %replica.name, copied = report.copied, removed = report.removed, refused = report.refused, level = report.level, "resync done");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
 //! One replica as the replicator sees it: its pool, whether its schema is in place, and
-//! whether live batches still reach it or leave it to catch-up.
+//! whether live batches reach it or leave it to catch-up.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use service_kit::replicas::ReplicaTarget;
 use storage::{DbPool, StorageError};
-use tokio::time::Instant;
 
 use crate::settings::Settings;
 
@@ -17,20 +16,24 @@ pub struct Replica {
     pub name: String,
     url: service_kit::SecretUrl,
     pub pool: DbPool,
-    /// Bound on one apply or probe.
+    /// Bound on one statement, page or apply attempt.
     pub deadline: Duration,
+    /// Bound on applying pending migrations.
+    migration_deadline: Duration,
     migrated: AtomicBool,
     state: Mutex<LinkState>,
 }
 
-/// Live batches reach a replica while it is `Up`. After the retry budget fails it is `Down`:
-/// batches skip it (catch-up copies what they carried) and probe it now and then.
+/// Live batches reach a replica while it is `Up`. When one cannot take a batch within the
+/// live budget it is `Down`: batches skip it (each covered by a catch-up mark on the primary)
+/// and only catch-up brings it back, once the replica is flagged for everything it missed.
 #[derive(Debug, Clone)]
 enum LinkState {
     Up,
     Down {
         since: DateTime<Utc>,
-        next_probe: Instant,
+        /// The oldest change a live batch could not bring it.
+        missed_since: DateTime<Utc>,
         last_error: String,
     },
 }
@@ -42,6 +45,7 @@ pub struct ReplicaReport {
     pub name: String,
     pub reachable: bool,
     pub down_since: Option<DateTime<Utc>>,
+    pub missed_since: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
 }
 
@@ -56,23 +60,21 @@ impl Replica {
             url: target.url.clone(),
             pool,
             deadline: settings.apply_timeout_ms,
+            migration_deadline: settings.migration_timeout_ms,
             migrated: AtomicBool::new(false),
             state: Mutex::new(LinkState::Up),
         })
     }
 
-    /// Applies pending migrations once per process, on first contact: a replica that is
-    /// down at start-up is migrated when it comes up.
-    pub async fn ensure_migrated(&self) -> Result<(), StorageError> {
+    /// Applies pending migrations once per process, on first contact, within `limit` (and
+    /// the migration deadline): a replica that is down or frozen is migrated when it answers.
+    pub async fn ensure_migrated(&self, limit: Duration) -> Result<(), StorageError> {
         if self.migrated.load(Ordering::Acquire) {
             return Ok(());
         }
-        let applied = tokio::time::timeout(
-            self.deadline * 4,
-            storage::migrations::run_pending(self.url.expose()),
-        )
-        .await
-        .map_err(|_| StorageError::Timeout(self.deadline * 4))??;
+        let applied =
+            storage::migrations::run_pending(self.url.expose(), limit.min(self.migration_deadline))
+                .await?;
         if !applied.is_empty() {
             tracing::info!(replica = %self.name, ?applied, "migrations applied to replica");
         }
@@ -80,53 +82,78 @@ impl Replica {
         Ok(())
     }
 
-    /// Whether a live batch should try this replica now, and how: `Some(true)` with the full
-    /// retry budget, `Some(false)` as a single probe, `None` not at all.
-    pub fn live_attempt(&self) -> Option<bool> {
+    /// Whether live batches reach this replica.
+    pub fn is_up(&self) -> bool {
+        matches!(*self.lock(), LinkState::Up)
+    }
+
+    /// The oldest change live batches could not bring it, while it is down.
+    pub fn missed_since(&self) -> Option<DateTime<Utc>> {
         match &*self.lock() {
-            LinkState::Up => Some(true),
-            LinkState::Down { next_probe, .. } if Instant::now() >= *next_probe => Some(false),
-            LinkState::Down { .. } => None,
+            LinkState::Up => None,
+            LinkState::Down { missed_since, .. } => Some(*missed_since),
         }
     }
 
     pub fn mark_up(&self) {
         let mut state = self.lock();
         if let LinkState::Down { since, .. } = &*state {
-            tracing::info!(replica = %self.name, down_since = %since, "replica answers again; live batches reach it");
+            tracing::info!(replica = %self.name, down_since = %since, "replica flagged for what it missed; live batches reach it again");
         }
         *state = LinkState::Up;
         metrics::gauge!("replicator_replica_up", "replica" => self.name.clone()).set(1.0);
     }
 
-    pub fn mark_down(&self, error: &str, probe_after: Duration) {
+    /// Live batches stop reaching it; `missed_since` is the oldest change of the batch it
+    /// could not take (an earlier one stays).
+    pub fn mark_down(&self, error: &str, missed_since: DateTime<Utc>) {
         let mut state = self.lock();
-        let since = match &*state {
-            LinkState::Down { since, .. } => *since,
+        let (since, missed_since) = match &*state {
+            LinkState::Down {
+                since,
+                missed_since: earlier,
+                ..
+            } => (*since, missed_since.min(*earlier)),
             LinkState::Up => {
-                tracing::warn!(replica = %self.name, %error, "replica failing; live batches skip it until it answers, catch-up fills the gap");
-                Utc::now()
+                tracing::warn!(replica = %self.name, %error, "replica failing; live batches skip it until catch-up brings it level");
+                (Utc::now(), missed_since)
             }
         };
         *state = LinkState::Down {
             since,
-            next_probe: Instant::now() + probe_after,
+            missed_since,
             last_error: error.to_owned(),
         };
         metrics::gauge!("replicator_replica_up", "replica" => self.name.clone()).set(0.0);
     }
 
+    /// The last error while down.
+    pub fn last_error(&self) -> Option<String> {
+        match &*self.lock() {
+            LinkState::Up => None,
+            LinkState::Down { last_error, .. } => Some(last_error.clone()),
+        }
+    }
+
     pub fn report(&self) -> ReplicaReport {
-        let (reachable, down_since, last_error) = match &*self.lock() {
-            LinkState::Up => (true, None, None),
+        let (reachable, down_since, missed_since, last_error) = match &*self.lock() {
+            LinkState::Up => (true, None, None, None),
             LinkState::Down {
-                since, last_error, ..
-            } => (false, Some(*since), Some(last_error.clone())),
+                since,
+                missed_since,
+                last_error,
+            } => (
+                false,
+                Some(*since),
+                Some(*missed_since),
+                Some(last_error.clone()),
+            ),
         };
         ReplicaReport {
             name: self.name.clone(),
             reachable,
             down_since,
+            missed_since,
             last_error,
         }
     }

@@ -1,32 +1,36 @@
-//! `replicator resync`: an online copy of the whole table from the primary.
-
-use std::time::Duration;
+//! `replicator resync`: an online full copy of one replica from the primary, with progress.
+//!
+//! It is a catch-up round from the beginning of time: the replica is marked as of unknown
+//! history on the primary (read-api keeps it out of rotation from then on), the copy takes
+//! the same lease as catch-up (waiting for a copy another instance is running), and rows the
+//! primary does not have are removed before the mark is cleared.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use storage::{DbPool, StorageError, pool};
+use storage::pool;
+use storage::replica::UNKNOWN_HISTORY;
 
-use crate::copy::CopyJob;
-use crate::replica::Replica;
+use crate::catchup::{CatchUp, CatchUpError, Resync, RoundReport};
 
-/// Copies every primary row to `replica` (version-guarded, so safe while replication runs),
-/// then removes rows the primary does not have. Returns (rows copied, rows removed).
-pub async fn resync(
-    primary: &DbPool,
-    replica: &Replica,
-    page_size: i64,
-    deadline: Duration,
-    show_progress: bool,
-) -> Result<(u64, u64), StorageError> {
-    replica.ensure_migrated().await?;
-    let total = pool::with_connection(primary, deadline, async |conn| {
+/// Whether to draw a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Bar,
+    Hidden,
+}
+
+/// Copies every primary row to the replica of `catch_up` (version-guarded, so safe while
+/// replication runs), then removes rows the primary does not have.
+pub async fn resync(catch_up: &CatchUp, progress: Progress) -> Result<RoundReport, CatchUpError> {
+    let replica = &catch_up.replica;
+    replica.ensure_migrated(catch_up.deadline * 4).await?;
+    let total = pool::with_connection(&catch_up.primary, catch_up.deadline, async |conn| {
         storage::replica::summarize(conn).await
     })
     .await?
     .all_rows;
-    let bar = if show_progress {
-        ProgressBar::new(u64::try_from(total).unwrap_or(0))
-    } else {
-        ProgressBar::hidden()
+    let bar = match progress {
+        Progress::Bar => ProgressBar::new(u64::try_from(total).unwrap_or(0)),
+        Progress::Hidden => ProgressBar::hidden(),
     };
     bar.set_style(
         ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} rows ({per_sec}, {eta})")
@@ -34,14 +38,13 @@ pub async fn resync(
             .progress_chars("=> "),
     );
     bar.set_prefix(replica.name.clone());
-    let job = CopyJob {
-        primary,
-        replica: &replica.pool,
-        page_size,
-        deadline,
-    };
-    let copied = job.everything(|rows| bar.inc(rows)).await?;
-    let removed = job.remove_strays().await?;
+    catch_up.mark(UNKNOWN_HISTORY, "resync requested").await?;
+    let report = catch_up
+        .copy_round(Some(Resync {
+            progress: &bar,
+            remove_strays: true,
+        }))
+        .await?;
     bar.finish();
-    Ok((copied, removed))
+    Ok(report)
 }

@@ -45,9 +45,17 @@ pub struct Settings {
     pub db_pool_size: usize,
     #[serde(with = "millis")]
     pub db_connect_timeout_ms: Duration,
-    /// Bound on one apply (connection, statements, commit) to one replica.
+    /// Bound on one apply (connection, statements, commit) to one replica, and on each call
+    /// catch-up makes.
     #[serde(with = "millis")]
     pub apply_timeout_ms: Duration,
+    /// How long a live batch waits for one replica, retries included, before that replica is
+    /// left to catch-up and the batch goes on for the others.
+    #[serde(with = "millis")]
+    pub live_apply_budget_ms: Duration,
+    /// Bound on applying pending migrations to a replica.
+    #[serde(with = "millis")]
+    pub migration_timeout_ms: Duration,
     pub amqp_heartbeat_s: u16,
     #[serde(with = "millis")]
     pub amqp_connect_timeout_ms: Duration,
@@ -78,6 +86,8 @@ impl Default for Settings {
             db_pool_size: 4,
             db_connect_timeout_ms: Duration::from_secs(2),
             apply_timeout_ms: Duration::from_secs(5),
+            live_apply_budget_ms: Duration::from_secs(1),
+            migration_timeout_ms: Duration::from_secs(30),
             amqp_heartbeat_s: 10,
             amqp_connect_timeout_ms: Duration::from_secs(5),
             amqp_reconnect_max_ms: Duration::from_secs(10),
@@ -121,6 +131,8 @@ impl service_kit::config::Settings for Settings {
             ("catchup_interval_ms", self.catchup_interval_ms),
             ("db_connect_timeout_ms", self.db_connect_timeout_ms),
             ("apply_timeout_ms", self.apply_timeout_ms),
+            ("live_apply_budget_ms", self.live_apply_budget_ms),
+            ("migration_timeout_ms", self.migration_timeout_ms),
             ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
             ("amqp_reconnect_max_ms", self.amqp_reconnect_max_ms),
         ])

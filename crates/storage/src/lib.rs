@@ -13,6 +13,7 @@ pub mod products;
 pub mod replica;
 pub mod replication_status;
 pub mod schema;
+pub mod staleness;
 
 pub use diesel_async::AsyncPgConnection;
 pub use error::StorageError;

@@ -1,10 +1,20 @@
-//! The schema in `migrations/`, embedded in every binary.
+//! The schema in `migrations/`, embedded in every binary, applied within a deadline.
+//!
+//! Diesel's migration harness is synchronous, so it runs on a blocking thread over
+//! [`AsyncConnectionWrapper`]. A blocking thread cannot be cancelled, and a frozen link (the
+//! server accepts and never answers) would park it for ever with its socket. So the
+//! connection is opened here, asynchronously and within the deadline, and its I/O task is
+//! ours: when the deadline passes we abort that task, the socket closes, the harness's
+//! pending call fails at once and the thread returns. Nothing outlives a timed-out run, and
+//! the server rolls back a migration cut short (each runs in a transaction).
 
-use diesel::Connection;
+use std::time::Duration;
+
 use diesel::RunQueryDsl;
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use tokio::time::Instant;
 
 use crate::StorageError;
 
@@ -15,13 +25,16 @@ const MIGRATION_LOCK_KEY: i64 = 0x7265_706c_6d69_6772; // "replmigr"
 
 type SyncConnection = AsyncConnectionWrapper<AsyncPgConnection>;
 
-/// Applies every pending migration and returns the versions applied.
+type HarnessError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Applies every pending migration within `deadline` and returns the versions applied.
 ///
-/// Runs under a session advisory lock, so instances starting together take turns. Diesel's
-/// harness is synchronous: it runs on a blocking thread (PITFALLS.md).
-pub async fn run_pending(database_url: &str) -> Result<Vec<String>, StorageError> {
-    let url = database_url.to_owned();
-    with_sync_connection(url, |conn| {
+/// Runs under a session advisory lock, so instances starting together take turns.
+pub async fn run_pending(
+    database_url: &str,
+    deadline: Duration,
+) -> Result<Vec<String>, StorageError> {
+    with_harness(database_url, deadline, |conn| {
         conn.run_pending_migrations(MIGRATIONS)
             .map(|versions| versions.iter().map(ToString::to_string).collect())
     })
@@ -29,9 +42,11 @@ pub async fn run_pending(database_url: &str) -> Result<Vec<String>, StorageError
 }
 
 /// Reverts every applied migration (for tests of the down migrations).
-pub async fn revert_all(database_url: &str) -> Result<Vec<String>, StorageError> {
-    let url = database_url.to_owned();
-    with_sync_connection(url, |conn| {
+pub async fn revert_all(
+    database_url: &str,
+    deadline: Duration,
+) -> Result<Vec<String>, StorageError> {
+    with_harness(database_url, deadline, |conn| {
         conn.revert_all_migrations(MIGRATIONS)
             .map(|versions| versions.iter().map(ToString::to_string).collect())
     })
@@ -39,32 +54,66 @@ pub async fn revert_all(database_url: &str) -> Result<Vec<String>, StorageError>
 }
 
 /// Migrations this build knows that the database has not applied yet.
-pub async fn pending(database_url: &str) -> Result<Vec<String>, StorageError> {
-    let url = database_url.to_owned();
-    with_sync_connection(url, |conn| {
+pub async fn pending(database_url: &str, deadline: Duration) -> Result<Vec<String>, StorageError> {
+    with_harness(database_url, deadline, |conn| {
         conn.pending_migrations(MIGRATIONS)
             .map(|list| list.iter().map(|m| m.name().to_string()).collect())
     })
     .await
 }
 
-async fn with_sync_connection<T, F>(url: String, work: F) -> Result<T, StorageError>
+async fn with_harness<T, F>(
+    database_url: &str,
+    deadline: Duration,
+    work: F,
+) -> Result<T, StorageError>
 where
     T: Send + 'static,
-    F: FnOnce(&mut SyncConnection) -> Result<T, Box<dyn std::error::Error + Send + Sync + 'static>>
-        + Send
-        + 'static,
+    F: FnOnce(&mut SyncConnection) -> Result<T, HarnessError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = <SyncConnection as Connection>::establish(&url)
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-            .execute(&mut conn)?;
-        let outcome = work(&mut conn).map_err(|e| StorageError::Migration(e.to_string()));
-        diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
-            .execute(&mut conn)?;
-        outcome
-    })
+    let until = Instant::now() + deadline;
+    let timed_out = || StorageError::Timeout(deadline);
+    let (client, connection) = tokio::time::timeout_at(
+        until,
+        tokio_postgres::connect(database_url, tokio_postgres::NoTls),
+    )
     .await
-    .map_err(|e| StorageError::Migration(format!("migration task failed: {e}")))?
+    .map_err(|_| timed_out())?
+    .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+    // The connection's I/O runs in a task we own: aborting it closes the socket.
+    let io = tokio::spawn(connection);
+    let outcome = async {
+        let conn = tokio::time::timeout_at(until, AsyncPgConnection::try_from(client))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let mut harness = tokio::task::spawn_blocking(move || {
+            let mut conn = SyncConnection::from(conn);
+            run_locked(&mut conn, work)
+        });
+        match tokio::time::timeout_at(until, &mut harness).await {
+            Ok(joined) => joined
+                .map_err(|e| StorageError::Migration(format!("migration task failed: {e}")))?,
+            Err(_) => {
+                io.abort();
+                // The harness's next read fails now that its socket is gone: wait for the
+                // thread so that nothing outlives this call.
+                let _ = harness.await;
+                Err(timed_out())
+            }
+        }
+    }
+    .await;
+    io.abort();
+    outcome
+}
+
+fn run_locked<T, F>(conn: &mut SyncConnection, work: F) -> Result<T, StorageError>
+where
+    F: FnOnce(&mut SyncConnection) -> Result<T, HarnessError>,
+{
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).execute(conn)?;
+    let outcome = work(conn).map_err(|e| StorageError::Migration(e.to_string()));
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).execute(conn)?;
+    outcome
 }

@@ -117,16 +117,76 @@ pub async fn record_applied(
     Ok(())
 }
 
-/// Sets or clears the replica's `behind_since` (read-api counts it as lag).
-pub async fn set_behind_since(
+/// `behind_since` at the epoch: the replica's history is unknown (new, empty, restored or
+/// never fully copied), so it may lack anything and is copied in full.
+pub const UNKNOWN_HISTORY: DateTime<Utc> = DateTime::UNIX_EPOCH;
+
+/// Flags the replica as possibly lacking changes from `since` on (an older flag stays), under
+/// `token`: read-api keeps it out of rotation until the flag is cleared.
+pub async fn flag_behind(
     conn: &mut AsyncPgConnection,
-    since: Option<DateTime<Utc>>,
+    since: DateTime<Utc>,
+    token: Uuid,
 ) -> Result<(), StorageError> {
-    diesel::update(replication_status::table)
-        .set(replication_status::behind_since.eq(since))
+    use replication_status::dsl as rs;
+    diesel::update(rs::replication_status)
+        .set((
+            rs::behind_since.eq(diesel::dsl::sql::<Nullable<Timestamptz>>(
+                "LEAST(COALESCE(behind_since, ",
+            )
+            .bind::<Timestamptz, _>(since)
+            .sql("), ")
+            .bind::<Timestamptz, _>(since)
+            .sql(")")),
+            rs::behind_token.eq(token),
+        ))
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// After a copy that brought the replica level: clears the flag if it is still `token`'s (a
+/// newer flag stays), and moves `last_event_at` up to `level_at`, the newest change copied.
+/// False when the flag was not `token`'s.
+pub async fn clear_behind(
+    conn: &mut AsyncPgConnection,
+    token: Uuid,
+    level_at: Option<DateTime<Utc>>,
+) -> Result<bool, StorageError> {
+    set_behind_if_token(conn, token, None, level_at).await
+}
+
+/// After a copy overtaken by new misses: the flag moves up to `since` if it is still
+/// `token`'s. False when it was not.
+pub async fn advance_behind(
+    conn: &mut AsyncPgConnection,
+    token: Uuid,
+    since: DateTime<Utc>,
+    level_at: Option<DateTime<Utc>>,
+) -> Result<bool, StorageError> {
+    set_behind_if_token(conn, token, Some(since), level_at).await
+}
+
+async fn set_behind_if_token(
+    conn: &mut AsyncPgConnection,
+    token: Uuid,
+    since: Option<DateTime<Utc>>,
+    level_at: Option<DateTime<Utc>>,
+) -> Result<bool, StorageError> {
+    use replication_status::dsl as rs;
+    let updated = diesel::update(rs::replication_status.filter(rs::behind_token.eq(token)))
+        .set((
+            rs::behind_since.eq(since),
+            rs::behind_token.eq(since.map(|_| token)),
+            rs::last_event_at.eq(diesel::dsl::sql::<Nullable<Timestamptz>>(
+                "GREATEST(last_event_at, ",
+            )
+            .bind::<Nullable<Timestamptz>, _>(level_at)
+            .sql(")")),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(updated == 1)
 }
 
 /// A keyset position: rows strictly after `(updated_at, id)`.

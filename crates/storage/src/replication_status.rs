@@ -16,8 +16,11 @@ pub struct ReplicationStatus {
     pub last_event_at: Option<DateTime<Utc>>,
     pub last_applied_at: Option<DateTime<Utc>>,
     pub events_applied: i64,
-    /// Set while catch-up copies what this replica missed since then.
+    /// Set while the replica may lack changes made since then (the epoch: unknown history);
+    /// see `replica::flag_behind`.
     pub behind_since: Option<DateTime<Utc>>,
+    /// Who set `behind_since`.
+    pub behind_token: Option<Uuid>,
 }
 
 pub async fn read(conn: &mut AsyncPgConnection) -> Result<ReplicationStatus, StorageError> {

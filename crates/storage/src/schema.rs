@@ -40,6 +40,7 @@ diesel::table! {
         last_applied_at -> Nullable<Timestamptz>,
         events_applied -> Int8,
         behind_since -> Nullable<Timestamptz>,
+        behind_token -> Nullable<Uuid>,
     }
 }
 
@@ -49,5 +50,15 @@ diesel::table! {
         behind_since -> Timestamptz,
         marked_at -> Timestamptz,
         reason -> Text,
+        recent_since -> Nullable<Timestamptz>,
+        claimed_by -> Nullable<Uuid>,
+        claimed_until -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    replica_progress (replica) {
+        replica -> Text,
+        events_applied -> Int8,
     }
 }

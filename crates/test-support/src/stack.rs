@@ -65,15 +65,16 @@ impl Stack {
         let mut replicas = Vec::new();
         let mut replica_proxies = Vec::new();
         for index in 0..options.replicas {
-            replicas.push(TestDatabase::create().await);
+            let replica = TestDatabase::create().await;
             replica_proxies.push(if options.proxied_replicas.contains(&index) {
-                Some(TcpProxy::start("127.0.0.1:5432").await)
+                Some(TcpProxy::start(&replica.server()).await)
             } else {
                 None
             });
+            replicas.push(replica);
         }
         let primary_proxy = if options.primary_proxy {
-            Some(TcpProxy::start("127.0.0.1:5432").await)
+            Some(TcpProxy::start(&primary.server()).await)
         } else {
             None
         };
@@ -119,7 +120,7 @@ impl Stack {
     /// The primary's URL as the services see it (through its proxy when there is one).
     fn primary_url(&self) -> String {
         match &self.primary_proxy {
-            Some(proxy) => self.primary.url().replace("127.0.0.1:5432", &proxy.host()),
+            Some(proxy) => self.primary.url_via(&proxy.host()),
             None => self.primary.url().to_owned(),
         }
     }
@@ -136,7 +137,7 @@ impl Stack {
             .iter()
             .zip(&self.replica_proxies)
             .map(|(db, proxy)| match proxy {
-                Some(proxy) => db.url().replace("127.0.0.1:5432", &proxy.host()),
+                Some(proxy) => db.url_via(&proxy.host()),
                 None => db.url().to_owned(),
             })
             .collect::<Vec<_>>()
@@ -200,6 +201,26 @@ impl Stack {
             ServiceProcess::start(workspace_binary("replicator"), &[], &self.replicator_env());
         replicator.wait_ready(Duration::from_secs(60)).await;
         self.replicators.push(replicator);
+    }
+
+    /// Waits until every replica has the schema (the replicator migrates a replica on first
+    /// contact, off its start-up path).
+    pub async fn wait_replicas_migrated(&self) {
+        use diesel_async::RunQueryDsl;
+        for replica in &self.replicas {
+            crate::eventually(
+                CONVERGE,
+                "the replicator to migrate a replica",
+                async || {
+                    let mut conn = replica.connect().await;
+                    diesel::sql_query("SELECT 1 FROM replication_status")
+                        .execute(&mut conn)
+                        .await
+                        .ok()
+                },
+            )
+            .await;
+        }
     }
 
     /// The first write-api's base URL.

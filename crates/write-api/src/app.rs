@@ -21,8 +21,9 @@ use crate::relay::{BrokerStatus, Relay};
 use crate::routes;
 use crate::settings::Settings;
 
-/// How long start-up waits for the primary to accept migrations.
-const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
+/// How long start-up waits for the primary to accept migrations (each try is bounded by
+/// what is left of it, so a frozen primary cannot hold start-up for ever).
+pub const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
 
 /// A running write-api: HTTP server and outbox relay.
 pub struct Application {
@@ -137,16 +138,17 @@ async fn migrate_when_reachable(url: &str, shutdown: &CancellationToken) -> anyh
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let deadline = tokio::time::Instant::now() + STARTUP_DB_WAIT;
     loop {
-        match storage::migrations::run_pending(url).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match storage::migrations::run_pending(url, left).await {
             Ok(applied) => {
                 if !applied.is_empty() {
                     tracing::info!(?applied, "migrations applied to the primary");
                 }
                 return Ok(());
             }
-            Err(error @ storage::StorageError::Unavailable(_))
-                if tokio::time::Instant::now() < deadline =>
-            {
+            Err(
+                error @ (storage::StorageError::Unavailable(_) | storage::StorageError::Timeout(_)),
+            ) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%error, "primary not reachable yet; retrying migrations");
                 if !backoff.wait(shutdown).await {
                     anyhow::bail!("shutdown requested during start-up");

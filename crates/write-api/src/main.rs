@@ -41,9 +41,12 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Migrate => {
-            let applied = storage::migrations::run_pending(settings.database_url.expose())
-                .await
-                .context("applying migrations to the primary")?;
+            let applied = storage::migrations::run_pending(
+                settings.database_url.expose(),
+                write_api::app::STARTUP_DB_WAIT,
+            )
+            .await
+            .context("applying migrations to the primary")?;
             tracing::info!(count = applied.len(), ?applied, "migrations applied");
             Ok(())
         }

@@ -15,8 +15,14 @@ pub(crate) fn source(name: &str, cooldown: Duration) -> Source {
     .unwrap();
     let policy = Policy {
         max_lag_ms: 5000,
+        check_interval: Duration::from_millis(100),
         max_consecutive_errors: 3,
         cooldown,
+        flap: FlapPolicy {
+            window: Duration::from_secs(60),
+            max_exits: 3,
+            rejoin_checks: 2,
+        },
     };
     Source::new(name, Role::Replica, pool, policy, Arc::new(Notify::new()))
 }
@@ -24,7 +30,7 @@ pub(crate) fn source(name: &str, cooldown: Duration) -> Source {
 fn lag(ms: u64) -> Option<Lag> {
     Some(Lag {
         ms,
-        catching_up_since: None,
+        history: crate::lag::History::Level,
     })
 }
 
@@ -39,7 +45,10 @@ async fn out_until_checked_then_out_while_lagging() {
     assert!(replica.is_available());
     replica.record_probe(Instant::now(), Ok(lag(6000)));
     let reason = replica.unavailable_reason().unwrap();
-    assert!(reason.contains("lagging: 6000 ms"), "{reason}");
+    assert!(
+        reason.contains("lacks changes from 6000 ms ago"),
+        "{reason}"
+    );
     replica.record_probe(Instant::now(), Err("health check failed: refused".into()));
     assert_eq!(
         replica.report().last_error.as_deref(),
@@ -99,4 +108,42 @@ async fn a_failing_probe_after_the_cool_down_keeps_it_out_as_unreachable() {
         Some("health check failed: refused")
     );
     assert!(replica.probe_due(Instant::now()));
+}
+
+#[tokio::test]
+async fn a_flapping_source_rejoins_only_after_passing_checks_in_a_row() {
+    let replica = source("r", Duration::from_secs(5));
+    replica.record_probe(Instant::now(), Ok(lag(0)));
+    // Three exits within the window are tolerated: each passing check brings it back.
+    for _ in 0..3 {
+        replica.record_probe(Instant::now(), Err("refused".into()));
+        replica.record_probe(Instant::now(), Ok(lag(0)));
+        assert!(replica.is_available());
+    }
+    assert_eq!(replica.report().recent_exits, 3);
+    // The fourth exit damps it: two passing checks in a row are needed.
+    replica.record_probe(Instant::now(), Err("refused".into()));
+    replica.record_probe(Instant::now(), Ok(lag(0)));
+    let reason = replica.unavailable_reason().unwrap();
+    assert!(reason.contains("flap damping"), "{reason}");
+    assert!(reason.contains("1 more"), "{reason}");
+    // A failing check starts the count again.
+    replica.record_probe(Instant::now(), Err("refused".into()));
+    replica.record_probe(Instant::now(), Ok(lag(0)));
+    assert!(!replica.is_available());
+    replica.record_probe(Instant::now(), Ok(lag(0)));
+    assert!(replica.is_available(), "{:?}", replica.unavailable_reason());
+    assert!(replica.report().out_since.is_none());
+}
+
+#[tokio::test]
+async fn a_source_out_says_since_when() {
+    let replica = source("r", Duration::from_secs(5));
+    replica.record_probe(Instant::now(), Ok(lag(0)));
+    assert!(replica.report().out_since.is_none());
+    replica.record_probe(Instant::now(), Ok(lag(9000)));
+    let report = replica.report();
+    assert!(!report.healthy);
+    assert!(report.out_since.is_some());
+    assert_eq!(report.recent_exits, 1);
 }

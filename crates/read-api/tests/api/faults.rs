@@ -37,6 +37,8 @@ async fn faulty_cluster(interval: Duration) -> (Cluster, TcpProxy, Arc<TestApp>,
     settings.read_timeout_ms = Duration::from_millis(700);
     settings.request_deadline_ms = Duration::from_secs(6);
     settings.health_check_interval_ms = interval;
+    // Staleness is bounded with the next check in mind; these tests are about links.
+    settings.max_lag_ms = settings.max_lag_ms.max(interval.as_millis() as u64 * 2);
     settings.health_check_timeout_ms = Duration::from_millis(700);
     settings.cooldown_ms = Duration::from_millis(500);
     let app = Arc::new(spawn_app(settings).await);

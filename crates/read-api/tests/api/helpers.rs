@@ -22,7 +22,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A primary and `replicas` replicas, all migrated as the replicator would leave them.
+    /// A primary and `replicas` replicas, all migrated, the replicas level as the replicator
+    /// leaves them after its first full copy (of an empty primary).
     pub async fn new(replicas: usize) -> Self {
         Self::with_unmigrated(replicas, 0).await
     }
@@ -31,7 +32,7 @@ impl Cluster {
     pub async fn with_unmigrated(migrated: usize, bare: usize) -> Self {
         let (primary, mut replicas, bare) = tokio::join!(
             migrated_database(),
-            join_all((0..migrated).map(|_| migrated_database())),
+            join_all((0..migrated).map(|_| level_replica())),
             join_all((0..bare).map(|_| TestDatabase::create())),
         );
         replicas.extend(bare);
@@ -52,7 +53,21 @@ impl Cluster {
 
 pub async fn migrated_database() -> TestDatabase {
     let db = TestDatabase::create().await;
-    storage::migrations::run_pending(db.url()).await.unwrap();
+    storage::migrations::run_pending(db.url(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    db
+}
+
+/// A migrated replica whose history is known (a new one starts as unknown history, out of
+/// rotation until the replicator has copied it in full).
+pub async fn level_replica() -> TestDatabase {
+    let db = migrated_database().await;
+    sql(
+        &db,
+        "UPDATE replication_status SET behind_since = NULL, behind_token = NULL",
+    )
+    .await;
     db
 }
 
@@ -235,11 +250,23 @@ pub fn tombstone(mut row: ProductRow) -> ProductRow {
     row
 }
 
+/// Inserts `rows` as replication would: on a replica, `last_event_at` moves up to the newest
+/// of them (on the primary that row is unused).
 pub async fn insert(db: &TestDatabase, rows: &[ProductRow]) {
     let mut conn = db.connect().await;
     diesel::insert_into(products::table)
         .values(rows)
         .execute(&mut conn)
+        .await
+        .unwrap();
+    record_applied(&mut conn, rows.iter().map(|r| r.updated_at).max()).await;
+}
+
+async fn record_applied(conn: &mut storage::AsyncPgConnection, newest: Option<DateTime<Utc>>) {
+    use diesel::sql_types::{Nullable, Timestamptz};
+    diesel::sql_query("UPDATE replication_status SET last_event_at = GREATEST(last_event_at, $1)")
+        .bind::<Nullable<Timestamptz>, _>(newest)
+        .execute(conn)
         .await
         .unwrap();
 }
@@ -255,6 +282,7 @@ pub async fn upsert(db: &TestDatabase, row: &ProductRow) {
         .execute(&mut conn)
         .await
         .unwrap();
+    record_applied(&mut conn, Some(row.updated_at)).await;
 }
 
 pub async fn sql(db: &TestDatabase, statements: &str) {
@@ -264,27 +292,8 @@ pub async fn sql(db: &TestDatabase, statements: &str) {
 
 /// A proxy in front of `db`'s server, and `db`'s URL through it.
 pub async fn behind_proxy(db: &TestDatabase) -> (TcpProxy, String) {
-    let url = db.url();
-    let authority_start = url.find("://").unwrap() + 3;
-    let authority_end = url[authority_start..]
-        .find('/')
-        .map_or(url.len(), |i| authority_start + i);
-    let host_start = url[authority_start..authority_end]
-        .rfind('@')
-        .map_or(authority_start, |i| authority_start + i + 1);
-    let host = &url[host_start..authority_end];
-    let target = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:5432")
-    };
-    let proxy = TcpProxy::start(&target).await;
-    let proxied = format!(
-        "{}{}{}",
-        &url[..host_start],
-        proxy.host(),
-        &url[authority_end..]
-    );
+    let proxy = TcpProxy::start(&db.server()).await;
+    let proxied = db.url_via(&proxy.host());
     (proxy, proxied)
 }
 

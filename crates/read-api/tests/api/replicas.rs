@@ -9,6 +9,13 @@ async fn lagging_and_catching_up_replicas_leave_rotation_with_a_reason() {
     cluster
         .insert_everywhere(std::slice::from_ref(&product))
         .await;
+    // A change the primary made 30 s ago: replica-2, level up to 31 s ago, lacks it.
+    sql(
+        &cluster.primary,
+        "UPDATE products SET updated_at = now() - interval '30 seconds' \
+         WHERE id = (SELECT id FROM products LIMIT 1)",
+    )
+    .await;
     let level = "UPDATE replication_status SET last_event_at = now() - interval '1 second', \
                  last_applied_at = now() - interval '1 second', events_applied = 10";
     sql(&cluster.replicas[0], level).await;
@@ -102,10 +109,31 @@ async fn a_replica_without_schema_is_unhealthy_until_it_is_migrated() {
     let ready = app.answer("/readyz", &[]).await;
     assert_eq!(ready.status, 200, "{}", ready.body);
 
-    // read-api never migrates; once someone else does, the replica rejoins by itself.
-    storage::migrations::run_pending(cluster.replicas[1].url())
-        .await
-        .unwrap();
+    // read-api never migrates. Once the replicator has, the replica is still out until its
+    // first full copy is done (it may lack anything), then it rejoins by itself.
+    storage::migrations::run_pending(
+        cluster.replicas[1].url(),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let unknown = test_support::eventually(
+        std::time::Duration::from_secs(20),
+        "the migrated replica to be seen",
+        async || {
+            let replica = app.replica("replica-2").await;
+            let reason = replica["reason"].as_str().unwrap_or_default().to_owned();
+            reason.contains("unknown history").then_some(replica)
+        },
+    )
+    .await;
+    assert_eq!(unknown["healthy"], false, "{unknown}");
+    crate::helpers::insert(&cluster.replicas[1], std::slice::from_ref(&product)).await;
+    sql(
+        &cluster.replicas[1],
+        "UPDATE replication_status SET behind_since = NULL, behind_token = NULL",
+    )
+    .await;
     app.wait_for_health("replica-2", true).await;
 }
 

@@ -76,8 +76,14 @@ async fn poison_messages_are_dead_lettered_and_replication_goes_on() {
         "{text}"
     );
     assert!(text.contains("\"replica\":\"none\""), "{text}");
-    // Listing leaves them where they are; replay keeps what still cannot be decoded.
-    assert_eq!(stack.vhost.queue_depth("products.dlq").await, Some(2));
+    // Listing leaves them where they are (the management API's counts catch up within a few
+    // seconds); replay keeps what still cannot be decoded.
+    test_support::eventually(
+        Duration::from_secs(20),
+        "both messages back in the DLQ after listing",
+        async || (stack.vhost.queue_depth("products.dlq").await == Some(2)).then_some(()),
+    )
+    .await;
     let (replayed, text) = stack.replicator_command(&["dlq", "replay"]).await;
     assert!(replayed, "{text}");
     assert!(
@@ -91,6 +97,7 @@ async fn poison_messages_are_dead_lettered_and_replication_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_one_healthy_replica_refuses_is_dead_lettered_naming_it() {
     let stack = stack(2, &[], 1).await;
+    stack.wait_replicas_migrated().await;
     {
         use diesel_async::RunQueryDsl;
         let mut conn = stack.replicas[0].connect().await;

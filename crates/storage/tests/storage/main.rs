@@ -1,6 +1,7 @@
 //! Storage against a real PostgreSQL: one database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod catchup;
 mod migrations;
 mod outbox;
 mod products;
@@ -12,7 +13,9 @@ use test_support::TestDatabase;
 /// A fresh, migrated database and a connection to it.
 pub async fn migrated() -> (TestDatabase, AsyncPgConnection) {
     let db = TestDatabase::create().await;
-    storage::migrations::run_pending(db.url()).await.unwrap();
+    storage::migrations::run_pending(db.url(), std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
     let conn = db.connect().await;
     (db, conn)
 }

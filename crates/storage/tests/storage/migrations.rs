@@ -22,33 +22,37 @@ async fn column_count(conn: &mut storage::AsyncPgConnection, table: &str) -> i64
 }
 
 /// How many migrations `migrations/` holds.
-const MIGRATIONS: usize = 4;
+const MIGRATIONS: usize = 5;
 
 #[tokio::test]
 async fn migrations_apply_revert_and_reapply() {
     let db = TestDatabase::create().await;
-    let applied = storage::migrations::run_pending(db.url()).await.unwrap();
+    let applied = storage::migrations::run_pending(db.url(), std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(applied.len(), MIGRATIONS, "{applied:?}");
     assert!(
-        storage::migrations::pending(db.url())
+        storage::migrations::pending(db.url(), std::time::Duration::from_secs(60))
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        storage::migrations::run_pending(db.url())
+        storage::migrations::run_pending(db.url(), std::time::Duration::from_secs(60))
             .await
             .unwrap()
             .is_empty()
     );
 
-    let reverted = storage::migrations::revert_all(db.url()).await.unwrap();
+    let reverted = storage::migrations::revert_all(db.url(), std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(reverted.len(), MIGRATIONS);
     let mut conn = db.connect().await;
     assert_eq!(column_count(&mut conn, "products").await, 0);
 
     assert_eq!(
-        storage::migrations::run_pending(db.url())
+        storage::migrations::run_pending(db.url(), std::time::Duration::from_secs(60))
             .await
             .unwrap()
             .len(),
@@ -60,8 +64,8 @@ async fn migrations_apply_revert_and_reapply() {
 async fn concurrent_runs_take_turns() {
     let db = TestDatabase::create().await;
     let (a, b) = tokio::join!(
-        storage::migrations::run_pending(db.url()),
-        storage::migrations::run_pending(db.url())
+        storage::migrations::run_pending(db.url(), std::time::Duration::from_secs(60)),
+        storage::migrations::run_pending(db.url(), std::time::Duration::from_secs(60))
     );
     assert_eq!(a.unwrap().len() + b.unwrap().len(), MIGRATIONS);
 }
@@ -74,11 +78,43 @@ async fn schema_rs_matches_the_migrations() {
     for (table, columns) in [
         ("products", 8),
         ("outbox", 12),
-        ("replication_status", 7),
-        ("replica_catchup", 4),
+        ("replication_status", 8),
+        ("replica_catchup", 7),
+        ("replica_progress", 2),
     ] {
         assert_eq!(column_count(&mut conn, table).await, columns, "{table}");
     }
     let status = storage::replication_status::read(&mut conn).await.unwrap();
     assert_eq!(status.events_applied, 0);
+    // A database that never applied anything starts with unknown history.
+    assert_eq!(status.behind_since, Some(storage::replica::UNKNOWN_HISTORY));
+    assert!(status.behind_token.is_some());
+}
+
+/// A frozen link (the server accepts and never answers) costs the deadline, not for ever,
+/// and the run leaves nothing behind: the call returns only once its thread is done.
+#[tokio::test]
+async fn a_frozen_database_costs_the_deadline_and_nothing_more() {
+    let db = TestDatabase::create().await;
+    let proxy = test_support::TcpProxy::start(&db.server()).await;
+    proxy.set(test_support::LinkMode::Frozen);
+    let deadline = std::time::Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let outcome = storage::migrations::run_pending(&db.url_via(&proxy.host()), deadline).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(outcome, Err(storage::StorageError::Timeout(_))),
+        "{outcome:?}"
+    );
+    assert!(took < deadline * 4, "took {took:?}");
+
+    // Frozen after the connection is made, while the harness runs: the same.
+    proxy.set(test_support::LinkMode::Open);
+    let url = db.url_via(&proxy.host());
+    let run = tokio::spawn(async move { storage::migrations::run_pending(&url, deadline).await });
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    proxy.set(test_support::LinkMode::Frozen);
+    let started = std::time::Instant::now();
+    let outcome = run.await.unwrap();
+    assert!(started.elapsed() < deadline * 4, "{outcome:?}");
 }
