@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
 use messaging::{BrokerAddress, BrokerSettings, MessagingError};
 use storage::catchup::{CatchupMark, Finished};
+use storage::products::ProductRow;
 use storage::replica::UNKNOWN_HISTORY;
 use storage::{DbPool, StorageError, pool};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,9 @@ pub struct CatchUp {
     /// This process, as the holder of copy leases.
     pub holder: Uuid,
     pub dead_letters: DeadLetterTarget,
+    /// Refused changes already dead-lettered by this process, so a later round that copies
+    /// the same row again does not send it twice.
+    pub refused_before: std::sync::Mutex<std::collections::HashSet<(Uuid, i64)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,8 +284,18 @@ impl CatchUp {
 
     /// Refused rows go to the DLQ with the same headers as refusals on the live path.
     async fn dead_letter_refused(&self, copied: &CopyReport) -> Result<(), CatchUpError> {
-        let messages: Vec<_> = copied
-            .refused
+        let fresh: Vec<&(ProductRow, String)> = {
+            let sent = self
+                .refused_before
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            copied
+                .refused
+                .iter()
+                .filter(|(row, _)| !sent.contains(&(row.id, row.version)))
+                .collect()
+        };
+        let messages: Vec<_> = fresh
             .iter()
             .filter_map(|(row, error)| {
                 tracing::error!(replica = %self.replica.name, product_id = %row.id, version = row.version, %error, "replica refused a copied change; dead-lettering it");
@@ -307,19 +321,19 @@ impl CatchUp {
         Ok(())
     }
 
-    /// A replica that live batches skip gets them again once everything they missed is
-    /// covered: the replica is flagged at or before the oldest miss (read-api keeps it out
-    /// until a copy clears the flag), or no mark is left (a copy already brought it level).
+    /// A replica that live batches skip gets them again once what they missed is covered:
+    /// it is flagged (read-api keeps it out; only a round that no miss overtook clears the
+    /// flag, and every miss re-marks), or no mark is left (a copy already brought it level).
     async fn rejoin_live(&self) -> Result<(), CatchUpError> {
-        let Some(missed_since) = self.replica.missed_since() else {
+        if self.replica.is_up() {
             return Ok(());
-        };
+        }
         let marked = self.mark_of().await?.is_some();
         let flagged = self
             .on_replica(async |conn| storage::replication_status::read(conn).await)
             .await?
             .behind_since;
-        if !marked || flagged.is_some_and(|since| since <= missed_since) {
+        if !marked || flagged.is_some() {
             self.replica.mark_up();
         }
         Ok(())

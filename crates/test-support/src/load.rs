@@ -1,8 +1,9 @@
 //! Mixed write load through write-api's HTTP API, and a read load through read-api.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use reqwest::StatusCode;
@@ -57,6 +58,18 @@ pub async fn mixed_writes(
     concurrency: usize,
     stop: &CancellationToken,
 ) -> LoadReport {
+    mixed_writes_recorded(client, bases, operations, concurrency, stop, None).await
+}
+
+/// [`mixed_writes`], recording every write in `history` (for reads to be checked against).
+pub async fn mixed_writes_recorded(
+    client: &reqwest::Client,
+    bases: &[String],
+    operations: usize,
+    concurrency: usize,
+    stop: &CancellationToken,
+    history: Option<&History>,
+) -> LoadReport {
     let ids = Arc::new(Mutex::new(Ids::default()));
     let counters = Arc::new(Counters::default());
     let next = Arc::new(AtomicUsize::new(0));
@@ -69,7 +82,7 @@ pub async fn mixed_writes(
                     return;
                 }
                 let base = &bases[n % bases.len()];
-                one_write(client, base, &ids, &counters, n).await;
+                one_write(client, base, &ids, &counters, n, history).await;
             }
         }
     });
@@ -98,9 +111,10 @@ async fn one_write(
     ids: &Mutex<Ids>,
     counters: &Counters,
     n: usize,
+    history: Option<&History>,
 ) {
     let roll = rand::rng().random_range(0..100);
-    let (request, action) = {
+    let (request, action, target) = {
         let mut ids = ids
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -121,6 +135,7 @@ async fn one_write(
                         .put(format!("{base}/api/products/{id}"))
                         .json(&body(n)),
                     "put-new",
+                    id,
                 )
             }
             (45..70, Some(id)) => (
@@ -128,11 +143,16 @@ async fn one_write(
                     .patch(format!("{base}/api/products/{id}"))
                     .json(&json!({"stock": n % 1000})),
                 "patch",
+                id,
             ),
             (70..88, Some(id)) => {
                 ids.live.retain(|x| *x != id);
                 ids.deleted.push(id);
-                (client.delete(format!("{base}/api/products/{id}")), "delete")
+                (
+                    client.delete(format!("{base}/api/products/{id}")),
+                    "delete",
+                    id,
+                )
             }
             (88.., Some(id)) => {
                 ids.deleted.retain(|x| *x != id);
@@ -142,30 +162,41 @@ async fn one_write(
                         .put(format!("{base}/api/products/{id}"))
                         .json(&body(n)),
                     "recreate",
+                    id,
                 )
             }
-            _ => (
-                client.post(format!("{base}/api/products")).json(&body(n)),
-                "create",
-            ),
+            _ => {
+                // The id is ours, so the write can be recorded before its answer.
+                let id = Uuid::now_v7();
+                let mut created = body(n);
+                created["id"] = json!(id);
+                ids.live.push(id);
+                (
+                    client.post(format!("{base}/api/products")).json(&created),
+                    "create",
+                    id,
+                )
+            }
         }
     };
+    let live = action != "delete";
+    let sent = history.map(|h| h.sent(target, live));
     let Ok(response) = request.send().await else {
         counters.no_answer.fetch_add(1, Ordering::Relaxed);
+        // Outcome unknown: it stays in the history as sent, with no version.
         // A service that is down refuses at once: do not spin.
         tokio::time::sleep(Duration::from_millis(20)).await;
         return;
     };
     let status = response.status();
     let counter = if status.is_success() {
-        if action == "create"
-            && let Ok(created) = response.json::<Value>().await
-            && let Some(id) = created["data"]["id"].as_str().and_then(|s| s.parse().ok())
-        {
-            ids.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .live
-                .push(id);
+        let etag_version = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim_matches('"').parse::<i64>().ok());
+        if let (Some(history), Some(sent)) = (history, sent) {
+            history.acknowledged(target, sent, etag_version);
         }
         &counters.acknowledged
     } else if [
@@ -175,6 +206,9 @@ async fn one_write(
     ]
     .contains(&status)
     {
+        if let (Some(history), Some(sent)) = (history, sent) {
+            history.refused(target, sent);
+        }
         &counters.refused
     } else if status.is_server_error() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -239,4 +273,228 @@ fn record(report: &Mutex<ReadReport>, outcome: Result<StatusCode, reqwest::Error
         Ok(_) => report.unexpected += 1,
         Err(_) => report.no_answer += 1,
     }
+}
+
+/// Every write a load sent, by product, with when it was sent and acknowledged: what a read
+/// answer may be checked against.
+#[derive(Default)]
+pub struct History {
+    products: Mutex<HashMap<Uuid, Vec<Sent>>>,
+}
+
+/// One write of one product.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    /// Leaves the product live (anything but a delete).
+    live: bool,
+    /// Set once answered 2xx, with the version the answer carried.
+    acknowledged: Option<(Instant, i64)>,
+    /// Answered "not done" (404, 409, 412): nothing was written.
+    refused: bool,
+}
+
+/// A handle on one recorded write.
+#[derive(Debug, Clone, Copy)]
+pub struct SentWrite {
+    index: usize,
+}
+
+/// What the history says a read may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Fresh,
+    /// Older than every answer the history allows.
+    Stale,
+}
+
+impl History {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<Sent>>> {
+        self.products
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sent(&self, id: Uuid, live: bool) -> SentWrite {
+        let mut products = self.lock();
+        let writes = products.entry(id).or_default();
+        writes.push(Sent {
+            at: Instant::now(),
+            live,
+            acknowledged: None,
+            refused: false,
+        });
+        SentWrite {
+            index: writes.len() - 1,
+        }
+    }
+
+    fn acknowledged(&self, id: Uuid, write: SentWrite, version: Option<i64>) {
+        if let Some(sent) = self
+            .lock()
+            .get_mut(&id)
+            .and_then(|w| w.get_mut(write.index))
+        {
+            sent.acknowledged = version.map(|v| (Instant::now(), v));
+        }
+    }
+
+    fn refused(&self, id: Uuid, write: SentWrite) {
+        if let Some(sent) = self
+            .lock()
+            .get_mut(&id)
+            .and_then(|w| w.get_mut(write.index))
+        {
+            sent.refused = true;
+        }
+    }
+
+    /// Some product ids, for readers to pick from.
+    pub fn sample_ids(&self, max: usize) -> Vec<Uuid> {
+        let products = self.lock();
+        let mut ids: Vec<Uuid> = products.keys().copied().collect();
+        let mut rng = rand::rng();
+        use rand::seq::SliceRandom;
+        ids.shuffle(&mut rng);
+        ids.truncate(max);
+        ids
+    }
+
+    /// Checks an answer about `id` read between `asked` and `answered`: it must hold every
+    /// write acknowledged before `asked - max_lag`. `found` is the answer's version, or
+    /// `None` for a 404.
+    pub fn check(
+        &self,
+        id: Uuid,
+        asked: Instant,
+        answered: Instant,
+        max_lag: Duration,
+        found: Option<i64>,
+    ) -> Verdict {
+        let products = self.lock();
+        let Some(writes) = products.get(&id) else {
+            return Verdict::Fresh;
+        };
+        let Some(horizon) = asked.checked_sub(max_lag) else {
+            return Verdict::Fresh;
+        };
+        // The newest state every answer must reflect by now.
+        let required = writes
+            .iter()
+            .filter_map(|w| w.acknowledged.map(|(at, version)| (at, version, w.live)))
+            .filter(|(at, _, _)| *at <= horizon)
+            .max_by_key(|(_, version, _)| *version);
+        let Some((_, required_version, required_live)) = required else {
+            return Verdict::Fresh;
+        };
+        match found {
+            Some(version) if version >= required_version => Verdict::Fresh,
+            Some(_) => Verdict::Stale,
+            None if !required_live => Verdict::Fresh,
+            None => {
+                // A 404 for a product live at the required version is right only if a later
+                // delete may already have happened.
+                let later_delete = writes.iter().any(|w| {
+                    !w.live
+                        && !w.refused
+                        && w.at <= answered
+                        && w.acknowledged.is_none_or(|(_, v)| v > required_version)
+                });
+                if later_delete {
+                    Verdict::Fresh
+                } else {
+                    Verdict::Stale
+                }
+            }
+        }
+    }
+}
+
+/// What a checked read load saw.
+#[derive(Debug, Default, Clone)]
+pub struct CheckedReads {
+    pub reads: usize,
+    /// Answers older than `max_lag` allows.
+    pub stale: usize,
+    pub server_errors: usize,
+    pub no_answer: usize,
+    /// Answers per `X-Served-By`.
+    pub served_by: HashMap<String, usize>,
+    /// The first few stale answers, for the failure message.
+    pub stale_examples: Vec<String>,
+}
+
+/// Reads products by id from read-api until `stop`, `concurrency` at a time, checking each
+/// answer against `history` with `max_lag`.
+pub async fn checked_reads_until(
+    client: &reqwest::Client,
+    base: &str,
+    concurrency: usize,
+    history: &History,
+    max_lag: Duration,
+    stop: &CancellationToken,
+) -> CheckedReads {
+    let report = Mutex::new(CheckedReads::default());
+    let workers = (0..concurrency).map(|_| async {
+        while !stop.is_cancelled() {
+            let ids = history.sample_ids(20);
+            if ids.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            for id in ids {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let asked = Instant::now();
+                let answer = client.get(format!("{base}/api/products/{id}")).send().await;
+                let outcome = match answer {
+                    Ok(response) => {
+                        let status = response.status();
+                        let served_by = response
+                            .headers()
+                            .get("x-served-by")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned();
+                        let body: Value = response.json().await.unwrap_or(Value::Null);
+                        Ok((status, served_by, body["data"]["version"].as_i64()))
+                    }
+                    Err(error) => Err(error),
+                };
+                let answered = Instant::now();
+                let mut report = report
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                report.reads += 1;
+                match outcome {
+                    Ok((status, served_by, version)) => {
+                        if status.is_server_error() {
+                            report.server_errors += 1;
+                            continue;
+                        }
+                        let found = if status == StatusCode::NOT_FOUND {
+                            None
+                        } else {
+                            version
+                        };
+                        if history.check(id, asked, answered, max_lag, found) == Verdict::Stale {
+                            report.stale += 1;
+                            if report.stale_examples.len() < 5 {
+                                report.stale_examples.push(format!(
+                                    "{id}: {status} version {version:?} from {served_by}"
+                                ));
+                            }
+                        }
+                        *report.served_by.entry(served_by).or_default() += 1;
+                    }
+                    Err(_) => report.no_answer += 1,
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(workers).await;
+    report
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -165,6 +165,14 @@ impl ServiceProcess {
         self.spawn();
     }
 
+    /// Replaces the environment the next [`ServiceProcess::restart`] starts with.
+    pub fn set_env(&mut self, env: &[(&str, String)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

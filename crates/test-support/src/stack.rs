@@ -25,6 +25,12 @@ pub struct StackOptions {
     pub write_apis: usize,
     pub replicators: usize,
     pub read_api: bool,
+    /// How many of the replicas (the first ones) the replicators and read-api are told about
+    /// at start; the others are added later with [`Stack::attach_all_replicas`], as an
+    /// operator adds a replica. `None`: all of them.
+    pub attached_replicas: Option<usize>,
+    /// Extra environment for the replicators and read-api.
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Default for StackOptions {
@@ -37,6 +43,8 @@ impl Default for StackOptions {
             write_apis: 1,
             replicators: 1,
             read_api: false,
+            attached_replicas: None,
+            extra_env: Vec::new(),
         }
     }
 }
@@ -54,6 +62,8 @@ pub struct Stack {
     pub replicators: Vec<ServiceProcess>,
     pub read_api: Option<ServiceProcess>,
     pub client: reqwest::Client,
+    attached: usize,
+    extra_env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -101,6 +111,8 @@ impl Stack {
                 .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
+            attached: options.attached_replicas.unwrap_or(options.replicas),
+            extra_env: options.extra_env.clone(),
         };
         for _ in 0..options.write_apis {
             stack.add_write_api().await;
@@ -136,6 +148,7 @@ impl Stack {
         self.replicas
             .iter()
             .zip(&self.replica_proxies)
+            .take(self.attached)
             .map(|(db, proxy)| match proxy {
                 Some(proxy) => db.url_via(&proxy.host()),
                 None => db.url().to_owned(),
@@ -176,6 +189,9 @@ impl Stack {
             ("AMQP_CONNECT_TIMEOUT_MS", "2000".into()),
             ("DB_POOL_SIZE", "2".into()),
         ]
+        .into_iter()
+        .chain(self.extra_env.iter().cloned())
+        .collect()
     }
 
     pub fn read_api_env(&self) -> Vec<(&'static str, String)> {
@@ -187,6 +203,29 @@ impl Stack {
             ("READ_TIMEOUT_MS", "500".into()),
             ("COOLDOWN_MS", "500".into()),
         ]
+        .into_iter()
+        .chain(self.extra_env.iter().cloned())
+        .collect()
+    }
+
+    /// Tells the replicators and read-api about every replica, as an operator adds one: a
+    /// configuration change and a restart of each (SIGTERM, then start).
+    pub async fn attach_all_replicas(&mut self) {
+        self.attached = self.replicas.len();
+        let replicator_env = self.replicator_env();
+        let read_api_env = self.read_api_env();
+        for replicator in &mut self.replicators {
+            replicator.terminate(Duration::from_secs(30)).await;
+            replicator.set_env(&replicator_env);
+            replicator.restart();
+            replicator.wait_ready(Duration::from_secs(60)).await;
+        }
+        if let Some(read_api) = &mut self.read_api {
+            read_api.terminate(Duration::from_secs(30)).await;
+            read_api.set_env(&read_api_env);
+            read_api.restart();
+            read_api.wait_ready(Duration::from_secs(60)).await;
+        }
     }
 
     pub async fn add_write_api(&mut self) {

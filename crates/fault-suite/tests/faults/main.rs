@@ -8,11 +8,14 @@
     clippy::print_stdout
 )]
 
+mod probe;
 mod scenarios;
+mod staleness;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use test_support::load::{LoadReport, ReadReport};
+use test_support::load::{CheckedReads, History, LoadReport, ReadReport};
 use test_support::stack::Stack;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,45 +23,93 @@ use tokio_util::sync::CancellationToken;
 /// Write clients of the steady load.
 const WRITERS: usize = 8;
 
+/// The staleness bound read-api is run with (its default `MAX_LAG_MS`).
+pub const MAX_LAG: Duration = Duration::from_millis(5000);
+
 /// A write load (and optionally a read load) running in the background until stopped.
 pub struct Load {
     stop: CancellationToken,
     writes: JoinHandle<LoadReport>,
     reads: Option<JoinHandle<ReadReport>>,
+    checked: Option<JoinHandle<CheckedReads>>,
 }
 
 impl Load {
+    /// Mixed writes, and reads of pages and random ids when the stack has a read-api.
     pub fn start(stack: &Stack) -> Self {
+        let mut load = Self::writes_only(stack, None);
+        load.reads = stack.read_api.as_ref().map(|read_api| {
+            let (client, base, stop) = (stack.client.clone(), read_api.url(), load.stop.clone());
+            tokio::spawn(
+                async move { test_support::load::reads_until(&client, &base, 4, &stop).await },
+            )
+        });
+        load
+    }
+
+    /// Mixed writes, and reads of the products written, each answer checked against what
+    /// was acknowledged more than [`MAX_LAG`] before it was asked.
+    pub fn checked(stack: &Stack) -> Self {
+        let history = Arc::new(History::default());
+        let mut load = Self::writes_only(stack, Some(history.clone()));
+        let read_api = stack.read_api.as_ref().expect("a stack with read-api");
+        let (client, base, stop) = (stack.client.clone(), read_api.url(), load.stop.clone());
+        load.checked = Some(tokio::spawn(async move {
+            test_support::load::checked_reads_until(&client, &base, 4, &history, MAX_LAG, &stop)
+                .await
+        }));
+        load
+    }
+
+    fn writes_only(stack: &Stack, history: Option<Arc<History>>) -> Self {
         let stop = CancellationToken::new();
         let client = stack.client.clone();
         let bases: Vec<String> = stack.write_apis.iter().map(|w| w.url()).collect();
         let writes = {
             let stop = stop.clone();
             tokio::spawn(async move {
-                test_support::load::mixed_writes(&client, &bases, usize::MAX, WRITERS, &stop).await
+                test_support::load::mixed_writes_recorded(
+                    &client,
+                    &bases,
+                    usize::MAX,
+                    WRITERS,
+                    &stop,
+                    history.as_deref(),
+                )
+                .await
             })
         };
-        let reads = stack.read_api.as_ref().map(|read_api| {
-            let (client, base, stop) = (stack.client.clone(), read_api.url(), stop.clone());
-            tokio::spawn(
-                async move { test_support::load::reads_until(&client, &base, 4, &stop).await },
-            )
-        });
         Self {
             stop,
             writes,
-            reads,
+            reads: None,
+            checked: None,
         }
     }
 
     pub async fn stop(self) -> (LoadReport, Option<ReadReport>) {
+        let (writes, reads, _) = self.stop_all().await;
+        (writes, reads)
+    }
+
+    /// Stops a [`Load::checked`] load.
+    pub async fn stop_checked(self) -> (LoadReport, CheckedReads) {
+        let (writes, _, checked) = self.stop_all().await;
+        (writes, checked.expect("a checked load"))
+    }
+
+    async fn stop_all(self) -> (LoadReport, Option<ReadReport>, Option<CheckedReads>) {
         self.stop.cancel();
         let writes = self.writes.await.unwrap();
         let reads = match self.reads {
             Some(reads) => Some(reads.await.unwrap()),
             None => None,
         };
-        (writes, reads)
+        let checked = match self.checked {
+            Some(checked) => Some(checked.await.unwrap()),
+            None => None,
+        };
+        (writes, reads, checked)
     }
 }
 
