@@ -144,3 +144,33 @@ async fn a_change_one_healthy_replica_refuses_is_dead_lettered_naming_it() {
         "replica-1 misses exactly one row"
     );
 }
+
+/// A replica restored from an older backup lacks what happened since the backup, and no
+/// catch-up mark says so: its apply counter going back is what gives it away, and it is
+/// copied in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restored_from_an_older_backup_is_copied_in_full() {
+    use diesel_async::SimpleAsyncConnection;
+    let stack = stack(2, &[], 1).await;
+    writes(&stack, 300, 8).await;
+    stack.wait_converged().await;
+    // "Restore" replica-2 to an earlier state: rows and counter from before the last writes.
+    let mut replica = stack.replicas[1].connect().await;
+    replica
+        .batch_execute(
+            "DELETE FROM products WHERE id IN \
+                 (SELECT id FROM products ORDER BY updated_at DESC LIMIT 50); \
+             UPDATE replication_status SET events_applied = events_applied / 2, \
+                 last_event_at = (SELECT max(updated_at) FROM products)",
+        )
+        .await
+        .unwrap();
+    let (_, report) = stack.replicator_command(&["verify"]).await;
+    assert!(report.contains("replica-2: DIFFERS"), "{report}");
+    stack.wait_converged().await;
+    let replicator = &stack.replicators[0];
+    test_support::eventually(Duration::from_secs(10), "the log line", async || {
+        replicator.log().contains("history went back").then_some(())
+    })
+    .await;
+}
