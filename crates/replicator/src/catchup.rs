@@ -321,14 +321,17 @@ impl CatchUp {
         Ok(())
     }
 
-    /// A replica that live batches skip gets them again once what they missed is covered:
+    /// Publishes whether the replica has a mark. A replica that live batches skip gets them
+    /// again once what they missed is covered:
     /// it is flagged (read-api keeps it out; only a round that no miss overtook clears the
     /// flag, and every miss re-marks), or no mark is left (a copy already brought it level).
     async fn rejoin_live(&self) -> Result<(), CatchUpError> {
+        let marked = self.mark_of().await?.is_some();
+        metrics::gauge!("replicator_replica_behind", "replica" => self.replica.name.clone())
+            .set(if marked { 1.0 } else { 0.0 });
         if self.replica.is_up() {
             return Ok(());
         }
-        let marked = self.mark_of().await?.is_some();
         let flagged = self
             .on_replica(async |conn| storage::replication_status::read(conn).await)
             .await?
