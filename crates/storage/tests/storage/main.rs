@@ -1,6 +1,7 @@
 //! Storage against a real PostgreSQL: one database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod errors;
 mod migrations;
 mod outbox;
 mod products;
