@@ -250,8 +250,8 @@ impl Supervisor {
         let grace = self.failure_grace;
         let stopping = async {
             if let (Some(handle), Some(server)) = (handle, server) {
-                handle.stop(true).await;
-                let _ = server.await;
+                // The server future carries out the stop: poll both.
+                let _ = tokio::join!(handle.stop(true), server);
             }
             while self.watchers.join_next().await.is_some() {}
         };
