@@ -48,7 +48,14 @@ impl OutboxRow {
             version: self.version,
             deleted_at: self.deleted_at,
         }
-        .into_product()?;
+        .into_product()
+        .map_err(|error| match error {
+            StorageError::Corrupt { reason, .. } => StorageError::Corrupt {
+                table: "outbox",
+                reason: format!("seq {}: {reason}", self.seq),
+            },
+            other => other,
+        })?;
         Ok(PendingEvent {
             event: ChangeEvent {
                 event_id: self.event_id,
