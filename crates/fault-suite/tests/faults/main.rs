@@ -8,7 +8,9 @@
     clippy::print_stdout
 )]
 
+mod database;
 mod scenarios;
+mod status_load;
 
 use std::time::Duration;
 
