@@ -110,15 +110,9 @@ async fn b_32_clients_on_one_product_with_a_100_ms_statement_timeout() {
         hot_tally.internal,
         idle_in_transaction,
     );
-    let hot_acknowledged = hot_tally.acknowledged;
-    tally.acknowledged += hot_acknowledged + 1;
-    tally.unavailable += hot_tally.unavailable;
-    tally.outcome_unknown += hot_tally.outcome_unknown;
-    tally.internal += hot_tally.internal;
-    tally.other_5xx += hot_tally.other_5xx;
-    tally.no_answer += hot_tally.no_answer;
-    tally.refused += hot_tally.refused;
-    tally.unexpected += hot_tally.unexpected;
+    tally.add(&hot_tally);
+    // The hot product's creation.
+    tally.acknowledged += 1;
     settle(
         "b 32 clients on one product, statement timeout 100 ms",
         &stack,
@@ -139,8 +133,7 @@ async fn c_readyz_with_5_000_000_rows_in_the_outbox_and_the_broker_away() {
         ..StackOptions::default()
     })
     .await;
-    let proxy = stack.broker_proxy.as_ref().unwrap();
-    let base = stack.write_url();
+    let (proxy, base) = (stack.broker_proxy.as_ref().unwrap(), stack.write_url());
     let load = StatusLoad::start(&stack.client, &base, 8, Target::Mixed);
     steady(1).await;
     proxy.set(LinkMode::Cut);
@@ -296,8 +289,7 @@ async fn e_1000_undecodable_outbox_rows_ahead_of_good_ones() {
         ..StackOptions::default()
     })
     .await;
-    let proxy = stack.broker_proxy.as_ref().unwrap();
-    let base = stack.write_url();
+    let (proxy, base) = (stack.broker_proxy.as_ref().unwrap(), stack.write_url());
     proxy.set(LinkMode::Cut);
     // Three ways a row can break the product rules, 1,000 rows in all, all before any real one.
     primary_execute(

@@ -35,7 +35,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, other: &Tally) {
+    pub fn add(&mut self, other: &Tally) {
         self.acknowledged += other.acknowledged;
         self.unavailable += other.unavailable;
         self.outcome_unknown += other.outcome_unknown;

@@ -27,6 +27,37 @@ async fn table(db: &TestDatabase) {
     .unwrap();
 }
 
+/// Runs `sql` in a transaction that is expected to fail, and returns why.
+async fn failing(pool: &DbPool, sql: &str) -> StorageError {
+    pool::transaction::<_, StorageError, _>(pool, DEADLINE, async |conn| {
+        conn.batch_execute(sql).await?;
+        Ok(())
+    })
+    .await
+    .unwrap_err()
+}
+
+/// Has the server raise an error with SQLSTATE `code` (the same message for every code: only
+/// the code may decide).
+async fn raised(pool: &DbPool, code: &str) -> StorageError {
+    failing(
+        pool,
+        &format!("DO $$ BEGIN RAISE EXCEPTION 'not now' USING ERRCODE = '{code}'; END $$"),
+    )
+    .await
+}
+
+/// Ends session `pid` from another connection, as a restart or an operator does.
+async fn terminate(url: &str, pid: i32) {
+    let mut admin = <storage::AsyncPgConnection as diesel_async::AsyncConnection>::establish(url)
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+}
+
 fn refused_with(error: &StorageError) -> Option<SqlState> {
     match error {
         StorageError::Refused { sqlstate, .. } => Some(*sqlstate),
@@ -76,15 +107,7 @@ async fn every_listed_sqlstate_raised_by_the_server_is_classified_by_its_code() 
         "53200", "57000",
     ];
     for code in retryable {
-        let error = with_connection(&pool, DEADLINE, async |conn| {
-            // The same message for every code: only the code may decide.
-            let sql =
-                format!("DO $$ BEGIN RAISE EXCEPTION 'not now' USING ERRCODE = '{code}'; END $$");
-            conn.batch_execute(&sql).await?;
-            Ok(())
-        })
-        .await
-        .unwrap_err();
+        let error = raised(&pool, code).await;
         assert_eq!(
             refused_with(&error),
             SqlState::parse(code),
@@ -93,14 +116,7 @@ async fn every_listed_sqlstate_raised_by_the_server_is_classified_by_its_code() 
         assert!(error.is_transient(), "{code}");
     }
     for code in ["42P01", "22023", "P0001", "XX000"] {
-        let error = with_connection(&pool, DEADLINE, async |conn| {
-            let sql =
-                format!("DO $$ BEGIN RAISE EXCEPTION 'not now' USING ERRCODE = '{code}'; END $$");
-            conn.batch_execute(&sql).await?;
-            Ok(())
-        })
-        .await
-        .unwrap_err();
+        let error = raised(&pool, code).await;
         assert!(
             matches!(error, StorageError::Query(_)) && !error.is_transient(),
             "{code}: {error:?}"
@@ -121,26 +137,18 @@ async fn lock_and_statement_timeouts_are_refusals_not_failures() {
         .unwrap();
     // The pool sets lock_timeout = statement_timeout, and the statement's timer wins a tie:
     // with a shorter lock_timeout the server answers 55P03.
-    let error = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, async |conn| {
-        conn.batch_execute("SET LOCAL lock_timeout = 50; UPDATE t SET v = v + 1 WHERE id = 1")
-            .await?;
-        Ok(())
-    })
-    .await
-    .unwrap_err();
+    let error = failing(
+        &pool,
+        "SET LOCAL lock_timeout = 50; UPDATE t SET v = v + 1 WHERE id = 1",
+    )
+    .await;
     assert_eq!(
         refused_with(&error),
         Some(SqlState::LOCK_NOT_AVAILABLE),
         "{error:?}"
     );
     assert!(!error.worth_retrying_at_once());
-    let error = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, async |conn| {
-        conn.batch_execute("UPDATE t SET v = v + 1 WHERE id = 1")
-            .await?;
-        Ok(())
-    })
-    .await
-    .unwrap_err();
+    let error = failing(&pool, "UPDATE t SET v = v + 1 WHERE id = 1").await;
     assert_eq!(
         refused_with(&error),
         Some(SqlState::QUERY_CANCELED),
@@ -201,12 +209,7 @@ async fn a_read_only_session_refuses_writes_as_a_failover_would() {
     let mut settings = PoolSettings::new("errors-read-only");
     settings.read_only = true;
     let pool = pool::build(db.url(), &settings).unwrap();
-    let error = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, async |conn| {
-        conn.batch_execute("UPDATE t SET v = 1").await?;
-        Ok(())
-    })
-    .await
-    .unwrap_err();
+    let error = failing(&pool, "UPDATE t SET v = 1").await;
     assert_eq!(
         refused_with(&error),
         Some(SqlState::READ_ONLY_SQL_TRANSACTION),
@@ -223,14 +226,7 @@ async fn a_session_terminated_mid_statement_is_retryable_at_once() {
         let pid = backend_pid(conn).await?;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let mut admin =
-                <storage::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&killer)
-                    .await
-                    .unwrap();
-            admin
-                .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
-                .await
-                .unwrap();
+            terminate(&killer, pid).await;
         });
         conn.batch_execute("SELECT pg_sleep(3)").await?;
         Ok(())
@@ -270,15 +266,7 @@ async fn a_session_lost_while_committing_leaves_the_outcome_unknown() {
     let error = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, async |conn| {
         conn.batch_execute("UPDATE t SET v = 42 WHERE id = 1")
             .await?;
-        let pid = backend_pid(conn).await?;
-        let mut admin =
-            <storage::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&killer)
-                .await
-                .unwrap();
-        admin
-            .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
-            .await
-            .unwrap();
+        terminate(&killer, backend_pid(conn).await?).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     })

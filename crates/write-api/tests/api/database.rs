@@ -13,6 +13,19 @@ use test_support::{TestDatabase, TestVhost, eventually};
 use crate::helpers::{body, spawn_app, spawn_with, test_settings};
 use crate::relay::wait_for_empty_outbox;
 
+/// Puts `count` rows for products named `name` straight into the outbox.
+async fn insert_outbox_rows(app: &crate::helpers::TestApp, count: u32, name: &str) {
+    let mut conn = app.db.connect().await;
+    conn.batch_execute(&format!(
+        "INSERT INTO outbox (event_id, product_id, version, name, price_cents, stock, \
+             created_at, updated_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), 1, '{name}', 1, 1, now(), now() \
+         FROM generate_series(1, {count})"
+    ))
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_row_locked_past_the_statement_timeout_is_a_503_with_retry_after() {
     let db = Arc::new(TestDatabase::create().await);
@@ -94,15 +107,8 @@ async fn undecodable_outbox_rows_are_set_aside_and_the_rest_published() {
     wait_for_empty_outbox(&app).await;
     app.drain_queue(SYNC_QUEUE).await;
 
-    let mut conn = app.db.connect().await;
-    conn.batch_execute(
-        "INSERT INTO outbox (event_id, product_id, version, name, price_cents, stock, \
-             created_at, updated_at) \
-         SELECT gen_random_uuid(), gen_random_uuid(), 1, '', 1, 1, now(), now() \
-         FROM generate_series(1, 600)",
-    )
-    .await
-    .unwrap();
+    // An empty name: the relay cannot make a change event of these.
+    insert_outbox_rows(&app, 600, "").await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let data = app.create_ok(&format!("after {n}"), 1.0, n).await;
@@ -139,15 +145,7 @@ async fn readyz_stays_cheap_and_green_with_a_backlog_past_the_exact_count() {
     // The broker never answers: the backlog stays.
     let settings = test_settings(&db, "amqp://guest:guest@127.0.0.1:1/%2f");
     let app = spawn_with(settings, db, vhost).await;
-    let mut conn = app.db.connect().await;
-    conn.batch_execute(
-        "INSERT INTO outbox (event_id, product_id, version, name, price_cents, stock, \
-             created_at, updated_at) \
-         SELECT gen_random_uuid(), gen_random_uuid(), 1, 'p', 1, 1, now(), now() \
-         FROM generate_series(1, 20000)",
-    )
-    .await
-    .unwrap();
+    insert_outbox_rows(&app, 20_000, "p").await;
     let ready = eventually(
         Duration::from_secs(10),
         "an estimated backlog",
