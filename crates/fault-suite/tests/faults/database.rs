@@ -122,17 +122,21 @@ async fn b_32_clients_on_one_product_with_a_100_ms_statement_timeout() {
     .await;
 }
 
+async fn stack_with_broker_proxy() -> Stack {
+    Stack::start(StackOptions {
+        broker_proxy: true,
+        ..StackOptions::default()
+    })
+    .await
+}
+
 /// Rows put in the outbox by scenario (c), numbered far above any real one.
 const SYNTHETIC_SEQ: i64 = 1_000_000_000_000;
 const SYNTHETIC_ROWS: i64 = 5_000_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_readyz_with_5_000_000_rows_in_the_outbox_and_the_broker_away() {
-    let stack = Stack::start(StackOptions {
-        broker_proxy: true,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = stack_with_broker_proxy().await;
     let (proxy, base) = (stack.broker_proxy.as_ref().unwrap(), stack.write_url());
     let load = StatusLoad::start(&stack.client, &base, 8, Target::Mixed);
     steady(1).await;
@@ -284,11 +288,7 @@ async fn d_a_background_task_that_panics_or_returns_stops_write_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e_1000_undecodable_outbox_rows_ahead_of_good_ones() {
-    let stack = Stack::start(StackOptions {
-        broker_proxy: true,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = stack_with_broker_proxy().await;
     let (proxy, base) = (stack.broker_proxy.as_ref().unwrap(), stack.write_url());
     proxy.set(LinkMode::Cut);
     // Three ways a row can break the product rules, 1,000 rows in all, all before any real one.
