@@ -71,7 +71,20 @@ async fn b_32_clients_on_one_product_with_a_100_ms_statement_timeout() {
     let hot = created["data"]["id"].as_str().unwrap().to_owned();
 
     let steady_load = StatusLoad::start(&stack.client, &base, 8, Target::Mixed);
-    let hammer = StatusLoad::start(&stack.client, &base, 32, Target::One(hot));
+    let hammer = StatusLoad::start(&stack.client, &base, 32, Target::One(hot.clone()));
+    // As an operator's long transaction would: the row held for 3 s in the middle of the run.
+    let holder = {
+        let mut conn = stack.primary.connect().await;
+        tokio::spawn(async move {
+            use diesel_async::SimpleAsyncConnection;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let hold = format!(
+                "BEGIN; SELECT * FROM products WHERE id = '{hot}' FOR UPDATE; \
+                 SELECT pg_sleep(3); COMMIT;"
+            );
+            conn.batch_execute(&hold).await.unwrap();
+        })
+    };
     // Sessions stuck idle in a transaction would hold the hot row: look for them throughout.
     let stuck_sql = write_api_sessions(
         &stack,
@@ -83,6 +96,7 @@ async fn b_32_clients_on_one_product_with_a_100_ms_statement_timeout() {
         tokio::time::sleep(Duration::from_millis(250)).await;
         stuck_seen = stuck_seen.max(primary_count(&stack, &stuck_sql).await);
     }
+    holder.await.unwrap();
     let hot_tally = hammer.stop().await;
     let mut tally = steady_load.stop().await;
     steady(1).await;
@@ -101,8 +115,8 @@ async fn b_32_clients_on_one_product_with_a_100_ms_statement_timeout() {
         "the short timeout did refuse: {hot_tally:?}"
     );
     let figures = format!(
-        "hot product: {} PATCHes, {} ok, {} answered 503 unavailable, {} outcome_unknown, {} \
-         500; sessions idle in transaction > 1 s during the run {stuck_seen}, afterwards {}",
+        "hot product (held by another session 3 s of the 10): {} PATCHes, {} ok, {} answered \
+         503 unavailable, {} outcome_unknown, {} 500; sessions idle in transaction > 1 s during the run {stuck_seen}, afterwards {}",
         hot_tally.requests(),
         hot_tally.acknowledged,
         hot_tally.unavailable,
@@ -172,7 +186,10 @@ async fn c_readyz_with_5_000_000_rows_in_the_outbox_and_the_broker_away() {
     assert!(backlog >= SYNTHETIC_ROWS, "{last}");
     assert_eq!(last["data"]["broker"]["connected"], false);
     let slowest = times[times.len() - 1];
-    assert!(slowest < Duration::from_millis(500), "{times:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "half the deadline at most: {times:?}"
+    );
 
     // Take the synthetic rows out again, keeping the real backlog, then let it drain.
     let started = Instant::now();
