@@ -363,3 +363,24 @@ async fn a_body_error_rolls_back_and_keeps_the_connection() {
         .unwrap();
     assert_eq!(v.n, 0, "rolled back");
 }
+
+#[tokio::test]
+async fn a_session_opens_over_a_unix_socket_too() {
+    let dir = "/var/run/postgresql";
+    if !std::path::Path::new(dir).join(".s.PGSQL.5432").exists() {
+        eprintln!("no PostgreSQL socket in {dir}; skipped");
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let url = format!("host={dir} port=5432 user=catalogue dbname={}", db.name());
+    let mut conn = storage::session::establish(&url).await.unwrap();
+    assert!(backend_pid(&mut conn).await.unwrap() > 0);
+    let error = conn
+        .batch_execute("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40P01'; END $$")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        storage::session::sqlstate_of(&error, &mut conn),
+        Some(SqlState::DEADLOCK_DETECTED)
+    );
+}
