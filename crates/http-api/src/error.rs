@@ -14,7 +14,12 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Vec<FieldError>,
+    /// Seconds for `Retry-After`; every 503 carries one.
+    retry_after: Option<u32>,
 }
+
+/// `Retry-After` of a 503 that names none: try again in a second.
+pub const DEFAULT_RETRY_AFTER_S: u32 = 1;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -39,6 +44,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -53,6 +59,7 @@ impl ApiError {
             code: "validation_failed",
             message: input.to_string(),
             details: input.errors().to_vec(),
+            retry_after: None,
         }
     }
 
@@ -63,6 +70,12 @@ impl ApiError {
     /// 503: a dependency (database, broker) is down or too slow; retrying later may work.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// Sets `Retry-After` (in seconds). A 503 without one says 1 second.
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// 500 for what should not happen. Logged here, once, with its cause chain; the client
@@ -104,11 +117,46 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status);
+        let retry_after = match self.retry_after {
+            Some(seconds) => Some(seconds),
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => Some(DEFAULT_RETRY_AFTER_S),
+            None => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(ErrorBody {
             success: false,
             error: &self.message,
             code: self.code,
             details: &self.details,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::RETRY_AFTER;
+
+    use super::*;
+
+    fn retry_after(error: &ApiError) -> Option<String> {
+        error
+            .error_response()
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn every_503_says_when_to_retry_and_nothing_else_does() {
+        assert_eq!(
+            retry_after(&ApiError::unavailable("busy")).as_deref(),
+            Some("1")
+        );
+        let custom = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "x", "y").retry_after(5);
+        assert_eq!(retry_after(&custom).as_deref(), Some("5"));
+        assert_eq!(retry_after(&ApiError::not_found("gone")), None);
     }
 }

@@ -5,16 +5,21 @@
 //! - [`telemetry`]: `tracing` to stdout, as text or JSON lines.
 //! - [`metrics`]: the Prometheus recorder and its text rendering.
 //! - [`shutdown`]: a cancellation token fired by SIGTERM or Ctrl-C.
+//! - [`Supervisor`]: owns the HTTP server and the background tasks; a task that ends
+//!   unexpectedly fails `/readyz` and stops the process non-zero. [`http`]: the server wiring.
 //! - [`replicas`]: the replica list from `REPLICA_URLS` or `REPLICA_1_URL`/`REPLICA_2_URL`.
 //! - [`Backoff`]: exponential backoff with full jitter.
 
 mod backoff;
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod replicas;
 mod secret;
 pub mod shutdown;
+pub mod supervisor;
 pub mod telemetry;
 
 pub use backoff::Backoff;
 pub use secret::{SecretText, SecretUrl};
+pub use supervisor::{Stopped, Supervisor, TaskHealth};

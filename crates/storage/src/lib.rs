@@ -3,6 +3,12 @@
 //! Query functions take a `&mut AsyncPgConnection`, never a pool, so that callers decide what
 //! shares a transaction: write-api writes a product and its outbox row in one, the replicator
 //! applies a batch in one.
+//!
+//! - [`pool`]: pools, [`pool::with_connection`] and [`pool::transaction`], which bound every
+//!   call and close a connection cut short; [`session`]: sessions that keep the server's
+//!   SQLSTATE; [`sqlstate`] and [`StorageError`]: the one classification of database errors.
+//! - [`products`], [`outbox`], [`replica`], [`replication_status`], [`catchup`]: one file
+//!   per table and its queries; [`schema`]; [`migrations`].
 
 pub mod catchup;
 mod error;
@@ -13,8 +19,11 @@ pub mod products;
 pub mod replica;
 pub mod replication_status;
 pub mod schema;
+pub mod session;
+pub mod sqlstate;
 pub mod staleness;
 
 pub use diesel_async::AsyncPgConnection;
 pub use error::StorageError;
-pub use pool::{DbPool, PoolSettings};
+pub use pool::{DbPool, PoolSettings, TransactionError};
+pub use sqlstate::SqlState;

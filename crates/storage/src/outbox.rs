@@ -48,7 +48,14 @@ impl OutboxRow {
             version: self.version,
             deleted_at: self.deleted_at,
         }
-        .into_product()?;
+        .into_product()
+        .map_err(|error| match error {
+            StorageError::Corrupt { reason, .. } => StorageError::Corrupt {
+                table: "outbox",
+                reason: format!("seq {}: {reason}", self.seq),
+            },
+            other => other,
+        })?;
         Ok(PendingEvent {
             event: ChangeEvent {
                 event_id: self.event_id,
@@ -135,20 +142,96 @@ pub async fn remove(conn: &mut AsyncPgConnection, seqs: &[i64]) -> Result<usize,
     )
 }
 
-/// How much is waiting: row count and the enqueue time of the oldest row.
+/// Moves rows the relay cannot publish to `outbox_dead_letters`, each with its reason, in one
+/// statement: they leave the outbox, so they never block the rows behind them. Returns how
+/// many were moved.
+pub async fn dead_letter(
+    conn: &mut AsyncPgConnection,
+    rows: &[(i64, String)],
+) -> Result<usize, StorageError> {
+    use diesel::sql_types::{Array, BigInt, Text};
+    let (seqs, reasons): (Vec<i64>, Vec<String>) = rows.iter().cloned().unzip();
+    Ok(diesel::sql_query(
+        "WITH moved AS (DELETE FROM outbox WHERE seq = ANY($1) RETURNING *) \
+         INSERT INTO outbox_dead_letters (seq, event_id, product_id, version, name, price_cents, \
+             stock, created_at, updated_at, deleted_at, request_id, enqueued_at, reason) \
+         SELECT m.seq, m.event_id, m.product_id, m.version, m.name, m.price_cents, m.stock, \
+             m.created_at, m.updated_at, m.deleted_at, m.request_id, m.enqueued_at, r.reason \
+         FROM moved m JOIN unnest($1::bigint[], $2::text[]) AS r(seq, reason) USING (seq)",
+    )
+    .bind::<Array<BigInt>, _>(seqs)
+    .bind::<Array<Text>, _>(reasons)
+    .execute(conn)
+    .await?)
+}
+
+/// Up to this many rows are counted exactly; past it, counting would cost as much as the
+/// backlog is large, so [`backlog`] reports PostgreSQL's running estimate instead.
+pub const EXACT_COUNT_LIMIT: i64 = 10_000;
+
+/// How much is waiting: rows (exact up to [`EXACT_COUNT_LIMIT`], estimated past it) and the
+/// enqueue time of the oldest row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
     pub rows: i64,
+    /// `rows` is PostgreSQL's live-row estimate for the table, not a count.
+    pub estimated: bool,
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// The outbox's backlog, at a cost that does not grow with it: a count that stops at
+/// [`EXACT_COUNT_LIMIT`] + 1 rows, the statistics' live-row estimate, and the oldest row
+/// through the primary key.
 pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog, StorageError> {
-    let (rows, oldest) = outbox::table
-        .select((
-            diesel::dsl::count_star(),
-            diesel::dsl::min(outbox::enqueued_at),
-        ))
-        .first::<(i64, Option<DateTime<Utc>>)>(conn)
-        .await?;
-    Ok(Backlog { rows, oldest })
+    bounded_count(conn, "outbox").await
+}
+
+/// Rows in `outbox_dead_letters`, counted as [`backlog`] counts (`oldest` is not looked up).
+pub async fn dead_letters(conn: &mut AsyncPgConnection) -> Result<Backlog, StorageError> {
+    bounded_count(conn, "outbox_dead_letters").await
+}
+
+async fn bounded_count(
+    conn: &mut AsyncPgConnection,
+    table: &'static str,
+) -> Result<Backlog, StorageError> {
+    use diesel::sql_types::{BigInt, Nullable, Timestamptz};
+
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        counted: i64,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        estimate: Option<i64>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        oldest: Option<DateTime<Utc>>,
+    }
+    let oldest = if table == "outbox" {
+        "SELECT enqueued_at FROM outbox ORDER BY seq LIMIT 1"
+    } else {
+        "SELECT NULL::timestamptz"
+    };
+    // `table` is one of ours, never input.
+    let row: Row = diesel::sql_query(format!(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT {limit}) AS s) AS counted, \
+                (SELECT n_live_tup FROM pg_stat_user_tables \
+                  WHERE relid = '{table}'::regclass) AS estimate, \
+                ({oldest}) AS oldest",
+        limit = EXACT_COUNT_LIMIT + 1,
+    ))
+    .get_result(conn)
+    .await?;
+    Ok(if row.counted <= EXACT_COUNT_LIMIT {
+        Backlog {
+            rows: row.counted,
+            estimated: false,
+            oldest: row.oldest,
+        }
+    } else {
+        Backlog {
+            rows: row.estimate.unwrap_or(0).max(row.counted),
+            estimated: true,
+            oldest: row.oldest,
+        }
+    })
 }

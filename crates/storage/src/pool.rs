@@ -1,13 +1,16 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{
+    AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
+};
 use futures_util::FutureExt;
 
-use crate::StorageError;
+use crate::{StorageError, session};
 
 /// A pool of connections to one database.
 pub type DbPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
@@ -54,6 +57,12 @@ impl PoolSettings {
         if self.read_only {
             sql.push_str(" SET default_transaction_read_only = on;");
         }
+        // PostgreSQL 14 and later notice a client gone while a statement waits (for a lock,
+        // say) and end it, instead of holding its locks until the statement finishes.
+        sql.push_str(
+            " SELECT set_config('client_connection_check_interval', '1000', false) \
+             WHERE current_setting('server_version_num')::int >= 140000;",
+        );
         sql
     }
 }
@@ -69,7 +78,8 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
         let setup_sql = setup_sql.clone();
         let url = url.to_owned();
         async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
+            // Our own session, so that errors keep their SQLSTATE (see `session`).
+            let mut conn = session::establish(&url).await?;
             conn.batch_execute(&setup_sql)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
@@ -88,6 +98,9 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
         .map_err(|e| StorageError::Unavailable(format!("cannot build pool: {e}")))
 }
 
+/// A connection checked out of a pool.
+type Pooled = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
 /// Runs `work` on a pooled connection with an overall deadline.
 ///
 /// The deadline covers waiting for the connection too. A statement cut short by it leaves
@@ -96,6 +109,10 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
 /// again on a frozen link. So after a timeout or a connection-level error the connection is
 /// taken out of the pool and closed; `statement_timeout` stops the server side. Only errors
 /// known to leave the session usable (a row not found, a constraint refused) keep it.
+///
+/// Errors come back classified ([`StorageError::Refused`], [`StorageError::ConnectionLost`])
+/// by the SQLSTATE the server sent. For a transaction use [`transaction`], which also tells
+/// a failed `COMMIT` apart.
 pub async fn with_connection<T, F>(
     pool: &DbPool,
     deadline: Duration,
@@ -105,14 +122,11 @@ where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StorageError>,
 {
     let until = tokio::time::Instant::now() + deadline;
-    let mut conn = match tokio::time::timeout_at(until, pool.get()).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(error)) => return Err(error.into()),
-        Err(_) => return Err(StorageError::Timeout(deadline)),
-    };
+    let mut conn = checkout(pool, until, deadline).await?;
     match tokio::time::timeout_at(until, work(&mut conn)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
+            let error = explain(error, &mut conn);
             if !error.leaves_connection_usable() {
                 discard(conn);
             }
@@ -125,11 +139,195 @@ where
     }
 }
 
+/// An error a [`transaction`] body may return: storage errors convert into it, and the
+/// storage error inside it, if any, can be reached (to classify it and to decide whether the
+/// connection survives).
+pub trait TransactionError: From<StorageError> {
+    fn storage_error(&mut self) -> Option<&mut StorageError>;
+}
+
+impl TransactionError for StorageError {
+    fn storage_error(&mut self) -> Option<&mut StorageError> {
+        Some(self)
+    }
+}
+
+/// Runs `body` in one transaction on a pooled connection, everything (waiting for the
+/// connection, `BEGIN`, the body, `COMMIT`) under `deadline`. This is how every transaction
+/// runs, so that none outlives its caller:
+///
+/// - cut short by the deadline or failing at the connection, the connection is closed, never
+///   returned to the pool, so the server rolls back and releases the locks;
+/// - a failure before `COMMIT` was sent means nothing was committed; its storage error is
+///   classified as [`with_connection`] does, and [`StorageError::worth_retrying_at_once`] says
+///   whether running the body again now is sensible;
+/// - a failure of `COMMIT` itself is [`StorageError::OutcomeUnknown`], unless the server's
+///   answer proves the transaction was rolled back (a conflict or a deferred constraint).
+///
+/// `body` may fail with its own error (a precondition, say): the transaction is rolled back
+/// and the connection kept.
+pub async fn transaction<T, E, F>(pool: &DbPool, deadline: Duration, body: F) -> Result<T, E>
+where
+    E: TransactionError,
+    F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    let mut conn = checkout(pool, until, deadline).await?;
+    let committing = AtomicBool::new(false);
+    match tokio::time::timeout_at(until, run_transaction(&mut conn, &committing, body)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(Failed { error, keep })) => {
+            if !keep {
+                discard(conn);
+            }
+            Err(error)
+        }
+        Err(_) => {
+            discard(conn);
+            let timeout = StorageError::Timeout(deadline);
+            Err(if committing.load(Ordering::Acquire) {
+                StorageError::OutcomeUnknown {
+                    cause: Box::new(timeout),
+                }
+            } else {
+                timeout
+            }
+            .into())
+        }
+    }
+}
+
+struct Failed<E> {
+    error: E,
+    /// The session is clean (rolled back, nothing pending): the pool may hand it out again.
+    keep: bool,
+}
+
+async fn run_transaction<T, E, F>(
+    conn: &mut AsyncPgConnection,
+    committing: &AtomicBool,
+    body: F,
+) -> Result<T, Failed<E>>
+where
+    E: TransactionError,
+    F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
+{
+    type Manager = AnsiTransactionManager;
+    if let Err(error) = Manager::begin_transaction(conn).await {
+        let error = explain(StorageError::Query(error), conn);
+        return Err(Failed {
+            error: error.into(),
+            keep: false,
+        });
+    }
+    match body(conn).await {
+        Ok(value) => {
+            committing.store(true, Ordering::Release);
+            match Manager::commit_transaction(conn).await {
+                Ok(()) => Ok(value),
+                Err(error) => Err(Failed {
+                    error: commit_failed(error, conn).into(),
+                    keep: false,
+                }),
+            }
+        }
+        Err(mut error) => {
+            let rolled_back = Manager::rollback_transaction(conn).await.is_ok();
+            let mut keep = rolled_back;
+            if let Some(storage) = error.storage_error() {
+                let unclassified =
+                    std::mem::replace(storage, StorageError::Unavailable(String::new()));
+                let classified = explain(unclassified, conn);
+                keep &= classified.leaves_connection_usable();
+                *storage = classified;
+            }
+            Err(Failed { error, keep })
+        }
+    }
+}
+
+/// What a failed `COMMIT` means: a rollback only when the server's answer proves one.
+fn commit_failed(error: diesel::result::Error, conn: &mut AsyncPgConnection) -> StorageError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let error = match error {
+        Error::RollbackErrorOnCommit { commit_error, .. } => *commit_error,
+        other => other,
+    };
+    let rolled_back = match session::sqlstate_of(&error, conn) {
+        Some(sqlstate) => sqlstate.proves_commit_rolled_back(),
+        None => matches!(
+            error,
+            Error::DatabaseError(
+                DatabaseErrorKind::SerializationFailure
+                    | DatabaseErrorKind::UniqueViolation
+                    | DatabaseErrorKind::ForeignKeyViolation
+                    | DatabaseErrorKind::CheckViolation
+                    | DatabaseErrorKind::NotNullViolation
+                    | DatabaseErrorKind::ExclusionViolation
+                    | DatabaseErrorKind::RestrictViolation,
+                _
+            )
+        ),
+    };
+    let error = explain(StorageError::Query(error), conn);
+    if rolled_back {
+        error
+    } else {
+        StorageError::OutcomeUnknown {
+            cause: Box::new(error),
+        }
+    }
+}
+
+/// Classifies a query error by what the session saw: the server's SQLSTATE when it sent one
+/// ([`StorageError::Refused`] for a retryable one), or a session that ended under the
+/// statement ([`StorageError::ConnectionLost`]). Anything else is returned as it is.
+pub fn explain(error: StorageError, conn: &mut AsyncPgConnection) -> StorageError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let StorageError::Query(query_error) = error else {
+        return error;
+    };
+    if let Some(sqlstate) = session::sqlstate_of(&query_error, conn) {
+        return if sqlstate.is_retryable() {
+            StorageError::Refused {
+                sqlstate,
+                source: query_error,
+            }
+        } else {
+            StorageError::Query(query_error)
+        };
+    }
+    let lost = matches!(
+        query_error,
+        Error::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+            _
+        )
+    ) && session::is_closed(conn);
+    if lost {
+        StorageError::ConnectionLost {
+            source: query_error,
+        }
+    } else {
+        StorageError::Query(query_error)
+    }
+}
+
+async fn checkout(
+    pool: &DbPool,
+    until: tokio::time::Instant,
+    deadline: Duration,
+) -> Result<Pooled, StorageError> {
+    match tokio::time::timeout_at(until, pool.get()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(error)) => Err(error.into()),
+        Err(_) => Err(StorageError::Timeout(deadline)),
+    }
+}
+
 /// Detaches a connection from its pool (freeing its slot) and closes it.
-fn discard(conn: diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>) {
-    drop(diesel_async::pooled_connection::deadpool::Object::take(
-        conn,
-    ));
+fn discard(conn: Pooled) {
+    drop(Pooled::take(conn));
 }
 
 /// Checks that the database answers a trivial query within `deadline`.

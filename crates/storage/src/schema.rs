@@ -32,6 +32,25 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox_dead_letters (seq) {
+        seq -> Int8,
+        event_id -> Uuid,
+        product_id -> Uuid,
+        version -> Int8,
+        name -> Text,
+        price_cents -> Int8,
+        stock -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+        request_id -> Nullable<Text>,
+        enqueued_at -> Timestamptz,
+        reason -> Text,
+        dead_lettered_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     replication_status (singleton) {
         singleton -> Bool,
         last_event_id -> Nullable<Uuid>,

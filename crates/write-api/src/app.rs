@@ -1,17 +1,16 @@
-//! Wiring: pools, migrations, the relay and the HTTP server, and an orderly stop.
+//! Wiring: pools, migrations, the relay and the HTTP server under one supervisor, and an
+//! orderly stop.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use chrono::Utc;
 use messaging::BrokerAddress;
-use service_kit::Backoff;
+use service_kit::{Backoff, Supervisor};
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{self, WriteToken};
@@ -25,12 +24,10 @@ use crate::settings::Settings;
 /// what is left of it, so a frozen primary cannot hold start-up for ever).
 pub const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
 
-/// A running write-api: HTTP server and outbox relay.
+/// A running write-api: HTTP server and outbox relay, under one [`Supervisor`].
 pub struct Application {
     port: u16,
-    server: actix_web::dev::Server,
-    relay: JoinHandle<()>,
-    relay_stop: CancellationToken,
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -45,6 +42,7 @@ impl Application {
             .context("building the primary database pool")?;
         let address =
             BrokerAddress::parse(settings.rabbitmq_url.expose()).context("parsing RABBITMQ_URL")?;
+        let mut supervisor = Supervisor::new(shutdown);
 
         let outbox_written = Arc::new(Notify::new());
         let (status, status_rx) = watch::channel(BrokerStatus {
@@ -72,6 +70,7 @@ impl Application {
         let readiness = web::Data::new(Readiness {
             pool,
             broker: status_rx,
+            tasks: supervisor.health(),
         });
         let metrics = web::Data::new(service_kit::metrics::install());
         let body_limit = settings.body_limit_bytes;
@@ -80,10 +79,7 @@ impl Application {
             tracing::warn!("WRITE_API_TOKEN is not set: writes need no credentials");
         }
 
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
-        let mut server = HttpServer::new(move || {
+        let listening = service_kit::http::start(&settings.http_options(), move || {
             App::new()
                 .wrap(from_fn(access::require_token))
                 .wrap(from_fn(http_api::middleware::request_context))
@@ -94,28 +90,14 @@ impl Application {
                 .app_data(http_api::extract::json_config(body_limit))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
-        })
-        .listen(listener)?
-        .shutdown_timeout(settings.shutdown_timeout_s)
-        .disable_signals();
-        if settings.http_workers > 0 {
-            server = server.workers(settings.http_workers);
-        }
-        let server = server.run();
-
-        let handle = server.handle();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            handle.stop(true).await;
-        });
-
-        let relay_stop = CancellationToken::new();
-        let relay = tokio::spawn(relay.run(relay_stop.clone()));
+        })?;
+        supervisor.serve(listening.server);
+        let relay_stop = supervisor.stop_token();
+        supervisor.spawn("outbox relay", relay.run(relay_stop));
+        supervisor.inject_fault_from_env();
         Ok(Self {
-            port,
-            server,
-            relay,
-            relay_stop,
+            port: listening.port,
+            supervisor,
         })
     }
 
@@ -123,12 +105,10 @@ impl Application {
         self.port
     }
 
-    /// Serves until shutdown, then lets the relay publish what it can and stop.
+    /// Serves until shutdown, then lets the relay publish what it can and stop. An error
+    /// means a part of the service ended unexpectedly (it is logged): exit non-zero.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
-        self.relay_stop.cancel();
-        let _ = self.relay.await;
-        served.context("HTTP server failed")
+        Ok(self.supervisor.run().await?)
     }
 }
 

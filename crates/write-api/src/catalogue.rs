@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel_async::AsyncConnection;
 use domain::{NewProduct, Product, ProductFields, ProductId, ProductPatch, Version};
-use storage::{AsyncPgConnection, DbPool, StorageError, outbox, products};
+use storage::{AsyncPgConnection, DbPool, StorageError, TransactionError, outbox, pool, products};
 use tokio::sync::Notify;
 
 use crate::preconditions::Precondition;
@@ -142,34 +141,51 @@ impl Catalogue {
 
     /// Applies `change` and records the result in the outbox, in one transaction, all under
     /// the request deadline (waiting for a connection included).
+    ///
+    /// A failure that proves nothing was committed and that a second attempt may well get
+    /// past (a serialization failure, a deadlock, the session lost before `COMMIT`) is retried
+    /// once, at once, on another connection, within the same deadline.
     async fn write(
         &self,
         change: Change,
         request_id: &str,
     ) -> Result<(Product, Outcome), WriteError> {
-        let work = async {
-            let mut conn = self.pool.get().await.map_err(StorageError::from)?;
-            for _ in 0..CREATE_RACE_ATTEMPTS {
-                let written = conn
-                    .transaction::<_, WriteError, _>(async |conn| {
-                        let Some((product, outcome)) = apply(conn, &change).await? else {
-                            return Ok(None);
-                        };
-                        outbox::enqueue(conn, &product, Some(request_id)).await?;
-                        Ok(Some((product, outcome)))
-                    })
-                    .await?;
-                if let Some(written) = written {
-                    return Ok(written);
-                }
+        let until = tokio::time::Instant::now() + self.deadline;
+        let mut retried = false;
+        let mut races = 0;
+        let written = loop {
+            let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(StorageError::Timeout(self.deadline).into());
             }
-            Err(WriteError::Storage(StorageError::Unavailable(
-                "the product kept changing under concurrent writes; try again".into(),
-            )))
+            let attempt = pool::transaction(&self.pool, remaining, async |conn| {
+                let Some((product, outcome)) = apply(conn, &change).await? else {
+                    return Ok(None);
+                };
+                outbox::enqueue(conn, &product, Some(request_id)).await?;
+                Ok(Some((product, outcome)))
+            })
+            .await;
+            match attempt {
+                Ok(Some(written)) => break written,
+                Ok(None) => {
+                    races += 1;
+                    if races == CREATE_RACE_ATTEMPTS {
+                        return Err(StorageError::Unavailable(
+                            "the product kept changing under concurrent writes".into(),
+                        )
+                        .into());
+                    }
+                }
+                Err(WriteError::Storage(error)) if !retried && error.worth_retrying_at_once() => {
+                    retried = true;
+                    metrics::counter!("write_retries_total").increment(1);
+                    tracing::info!(error = %error.report(), request_id,
+                        "write not committed; trying once more");
+                }
+                Err(error) => return Err(error),
+            }
         };
-        let written = tokio::time::timeout(self.deadline, work)
-            .await
-            .map_err(|_| StorageError::Timeout(self.deadline))??;
         self.outbox_written.notify_one();
         tracing::debug!(
             product_id = %written.0.id,
@@ -179,6 +195,15 @@ impl Catalogue {
             "change committed"
         );
         Ok(written)
+    }
+}
+
+impl TransactionError for WriteError {
+    fn storage_error(&mut self) -> Option<&mut StorageError> {
+        match self {
+            WriteError::Storage(error) => Some(error),
+            _ => None,
+        }
     }
 }
 

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncConnection;
+use diesel_async::SimpleAsyncConnection;
 use messaging::topology::queue_for;
 use messaging::{BrokerAddress, BrokerSettings, MessagingError, OutgoingMessage, Publisher};
 use serde::Serialize;
 use service_kit::Backoff;
 use storage::outbox::{self, PendingEvent};
-use storage::{DbPool, StorageError};
+use storage::{DbPool, StorageError, pool};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +55,10 @@ enum Stop {
 
 struct Batch {
     claimed: usize,
-    published: usize,
+    /// Published, confirmed and deleted from the outbox.
+    confirmed: Vec<PendingEvent>,
+    /// `(seq, reason)` of rows moved to `outbox_dead_letters`.
+    dead_lettered: Vec<(i64, String)>,
     broker_error: Option<MessagingError>,
 }
 
@@ -87,7 +90,13 @@ impl Relay {
 
             match self.serve(&mut publisher, &shutdown).await {
                 Stop::Shutdown => {
-                    let _ = tokio::time::timeout(FINAL_DRAIN, self.drain(&mut publisher)).await;
+                    match tokio::time::timeout(FINAL_DRAIN, self.drain(&mut publisher)).await {
+                        Ok(Ok(())) => tracing::info!("outbox drained before stopping"),
+                        Ok(Err(error)) => tracing::warn!(error = %error,
+                            "outbox relay could not drain before stopping; the rest is published at the next start"),
+                        Err(_) => tracing::warn!(limit = ?FINAL_DRAIN,
+                            "outbox relay stopped draining at its time limit; the rest is published at the next start"),
+                    }
                     publisher.close().await;
                     break;
                 }
@@ -113,7 +122,7 @@ impl Relay {
                 Ok(()) => db_backoff.reset(),
                 Err(DrainError::Broker(error)) => return Stop::BrokerLost(error.to_string()),
                 Err(DrainError::Database(error)) => {
-                    tracing::warn!(%error, "outbox relay cannot read the outbox; retrying");
+                    tracing::warn!(error = %error.report(), "outbox relay cannot read the outbox; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(db_backoff.next_delay()) => continue,
                         () = shutdown.cancelled() => return Stop::Shutdown,
@@ -133,8 +142,8 @@ impl Relay {
     async fn drain(&self, publisher: &mut Publisher) -> Result<(), DrainError> {
         loop {
             let batch = self.publish_batch(publisher).await?;
-            if batch.published > 0 {
-                tracing::debug!(published = batch.published, "outbox batch confirmed");
+            if !batch.confirmed.is_empty() {
+                tracing::debug!(published = batch.confirmed.len(), "outbox batch confirmed");
             }
             if let Some(error) = batch.broker_error {
                 return Err(DrainError::Broker(error));
@@ -146,59 +155,68 @@ impl Relay {
     }
 
     /// Claims a batch, publishes it with confirms, and deletes the confirmed rows, in one
-    /// transaction.
+    /// transaction. Rows that cannot be decoded are moved to `outbox_dead_letters` in the same
+    /// transaction, so they never hold back the rows behind them.
     async fn publish_batch(&self, publisher: &mut Publisher) -> Result<Batch, DrainError> {
         let deadline = self.db_deadline + self.broker.publish_timeout + self.broker.confirm_timeout;
         let batch_size = self.batch_size;
-        let work = async {
-            let mut conn = self.pool.get().await.map_err(StorageError::from)?;
-            conn.transaction::<_, StorageError, _>(async |conn| {
-                let claimed = outbox::claim(conn, batch_size).await?;
-                let count = claimed.len();
-                let events: Vec<PendingEvent> = claimed
-                    .into_iter()
-                    .filter_map(|row| match row {
-                        Ok(pending) => Some(pending),
-                        Err((seq, error)) => {
-                            tracing::error!(seq, %error, "outbox row cannot be published; left in place");
-                            None
-                        }
-                    })
-                    .collect();
-                if events.is_empty() {
-                    return Ok(Batch { claimed: count, published: 0, broker_error: None });
+        let batch = pool::transaction::<_, StorageError, _>(&self.pool, deadline, async |conn| {
+            // The transaction idles while the broker confirms: the session's
+            // idle-in-transaction limit (a few statement timeouts) must not end it first.
+            conn.batch_execute(&format!(
+                "SET LOCAL idle_in_transaction_session_timeout = {}",
+                deadline.as_millis()
+            ))
+            .await?;
+            let claimed = outbox::claim(conn, batch_size).await?;
+            let count = claimed.len();
+            let mut events = Vec::with_capacity(count);
+            let mut undecodable = Vec::new();
+            for row in claimed {
+                match row {
+                    Ok(pending) => events.push(pending),
+                    Err((seq, error)) => undecodable.push((seq, error.to_string())),
                 }
-                let messages: Vec<OutgoingMessage> = events.iter().map(to_message).collect();
-                let report = publisher.publish_confirmed(&messages).await;
-                let confirmed: Vec<&PendingEvent> = events
-                    .iter()
-                    .zip(&report.confirmed)
-                    .filter_map(|(event, ok)| ok.then_some(event))
-                    .collect();
-                let seqs: Vec<i64> = confirmed.iter().map(|p| p.event.seq).collect();
-                outbox::remove(conn, &seqs).await?;
-                record_published(&confirmed);
-                if let Some(error) = &report.error {
-                    for (event, ok) in events.iter().zip(&report.confirmed) {
-                        if !ok {
-                            tracing::debug!(event_id = %event.event.event_id, product_id = %event.event.product_id(),
-                                "event not confirmed; it stays in the outbox");
-                        }
-                    }
-                    tracing::warn!(%error, unconfirmed = events.len() - seqs.len(), "outbox batch partly unconfirmed");
-                }
-                Ok(Batch {
+            }
+            if !undecodable.is_empty() {
+                outbox::dead_letter(conn, &undecodable).await?;
+            }
+            if events.is_empty() {
+                return Ok(Batch {
                     claimed: count,
-                    published: seqs.len(),
-                    broker_error: report.error,
-                })
+                    confirmed: Vec::new(),
+                    dead_lettered: undecodable,
+                    broker_error: None,
+                });
+            }
+            let messages: Vec<OutgoingMessage> = events.iter().map(to_message).collect();
+            let report = publisher.publish_confirmed(&messages).await;
+            let (confirmed, unconfirmed): (Vec<_>, Vec<_>) = events
+                .into_iter()
+                .zip(&report.confirmed)
+                .partition(|(_, ok)| **ok);
+            let confirmed: Vec<PendingEvent> = confirmed.into_iter().map(|(event, _)| event).collect();
+            let seqs: Vec<i64> = confirmed.iter().map(|p| p.event.seq).collect();
+            outbox::remove(conn, &seqs).await?;
+            if let Some(error) = &report.error {
+                for (event, _) in &unconfirmed {
+                    tracing::debug!(event_id = %event.event.event_id, product_id = %event.event.product_id(),
+                        "event not confirmed; it stays in the outbox");
+                }
+                tracing::warn!(%error, unconfirmed = unconfirmed.len(), "outbox batch partly unconfirmed");
+            }
+            Ok(Batch {
+                claimed: count,
+                confirmed,
+                dead_lettered: undecodable,
+                broker_error: report.error,
             })
-            .await
-        };
-        tokio::time::timeout(deadline, work)
-            .await
-            .map_err(|_| DrainError::Database(StorageError::Timeout(deadline)))?
-            .map_err(DrainError::Database)
+        })
+        .await
+        .map_err(DrainError::Database)?;
+        record_published(&batch.confirmed);
+        record_dead_lettered(&batch.dead_lettered);
+        Ok(batch)
     }
 
     fn set_disconnected(&self, error: &str) {
@@ -217,6 +235,15 @@ enum DrainError {
     Database(StorageError),
 }
 
+impl std::fmt::Display for DrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DrainError::Broker(error) => write!(f, "broker: {error}"),
+            DrainError::Database(error) => write!(f, "database: {}", error.report()),
+        }
+    }
+}
+
 fn to_message(pending: &PendingEvent) -> OutgoingMessage {
     let event = &pending.event;
     let mut headers = Vec::new();
@@ -232,7 +259,19 @@ fn to_message(pending: &PendingEvent) -> OutgoingMessage {
     }
 }
 
-fn record_published(confirmed: &[&PendingEvent]) {
+/// Says, once each and after they left the outbox, which rows were set aside and why.
+fn record_dead_lettered(rows: &[(i64, String)]) {
+    for (seq, reason) in rows {
+        tracing::error!(seq, %reason,
+            "outbox row cannot be published; moved to outbox_dead_letters");
+    }
+    if !rows.is_empty() {
+        metrics::counter!("outbox_dead_lettered_total")
+            .increment(u64::try_from(rows.len()).unwrap_or(u64::MAX));
+    }
+}
+
+fn record_published(confirmed: &[PendingEvent]) {
     let now = Utc::now();
     for pending in confirmed {
         let queue = queue_for(pending.event.kind());

@@ -47,7 +47,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     responses(
         (status = 201, description = "created; `Location` and `ETag` set", body = ProductEnvelope),
         (status = 409, description = "the id exists", body = ErrorEnvelope),
-        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "the primary is unreachable; nothing was written", body = ErrorEnvelope)))]
+        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "`unavailable`: the primary is down, busy or failing over and nothing was written; `outcome_unknown`: the connection was lost while committing, so the write may have happened. `Retry-After` is set", body = ErrorEnvelope)))]
 async fn create(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -66,7 +66,7 @@ async fn create(
         (status = 200, description = "replaced", body = ProductEnvelope),
         (status = 201, description = "created", body = ProductEnvelope),
         (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
-        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "the primary is unreachable; nothing was written", body = ErrorEnvelope)))]
+        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "`unavailable`: the primary is down, busy or failing over and nothing was written; `outcome_unknown`: the connection was lost while committing, so the write may have happened. `Retry-After` is set", body = ErrorEnvelope)))]
 async fn replace(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -89,7 +89,7 @@ async fn replace(
         (status = 200, description = "updated", body = ProductEnvelope),
         (status = 404, description = "no such product", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
-        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "the primary is unreachable; nothing was written", body = ErrorEnvelope)))]
+        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "`unavailable`: the primary is down, busy or failing over and nothing was written; `outcome_unknown`: the connection was lost while committing, so the write may have happened. `Retry-After` is set", body = ErrorEnvelope)))]
 async fn patch(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -111,7 +111,7 @@ async fn patch(
         (status = 200, description = "deleted", body = EmptyEnvelope),
         (status = 404, description = "no such product", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
-        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "the primary is unreachable; nothing was written", body = ErrorEnvelope)))]
+        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "`unavailable`: the primary is down, busy or failing over and nothing was written; `outcome_unknown`: the connection was lost while committing, so the write may have happened. `Retry-After` is set", body = ErrorEnvelope)))]
 async fn delete(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,

@@ -115,6 +115,15 @@ impl service_kit::config::Settings for Settings {
 }
 
 impl Settings {
+    pub fn http_options(&self) -> service_kit::http::HttpOptions {
+        service_kit::http::HttpOptions {
+            host: self.host.clone(),
+            port: self.port,
+            workers: self.http_workers,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
+        }
+    }
+
     pub fn pool_settings(&self) -> storage::PoolSettings {
         let mut pool = storage::PoolSettings::new("write-api");
         pool.max_size = self.db_pool_size;

@@ -8,9 +8,11 @@
     clippy::print_stdout
 )]
 
+mod database;
 mod probe;
 mod scenarios;
 mod staleness;
+mod status_load;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod catchup;
+mod errors;
 mod migrations;
 mod outbox;
 mod products;

@@ -22,7 +22,7 @@ async fn column_count(conn: &mut storage::AsyncPgConnection, table: &str) -> i64
 }
 
 /// How many migrations `migrations/` holds.
-const MIGRATIONS: usize = 5;
+const MIGRATIONS: usize = 6;
 
 #[tokio::test]
 async fn migrations_apply_revert_and_reapply() {
@@ -81,6 +81,7 @@ async fn schema_rs_matches_the_migrations() {
         ("replication_status", 8),
         ("replica_catchup", 7),
         ("replica_progress", 2),
+        ("outbox_dead_letters", 14),
     ] {
         assert_eq!(column_count(&mut conn, table).await, columns, "{table}");
     }

@@ -1,4 +1,4 @@
-use diesel_async::AsyncConnection;
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use domain::{ChangeKind, ProductId};
 use storage::{StorageError, outbox, products};
 
@@ -73,4 +73,78 @@ async fn two_relays_never_claim_the_same_row() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn undecodable_rows_are_moved_aside_with_their_reason() {
+    let (_db, mut conn) = migrated().await;
+    let good = products::insert_new(&mut conn, ProductId::generate(), &fields("Lamp", 100, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    outbox::enqueue(&mut conn, &good, None).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO outbox (event_id, product_id, version, name, price_cents, stock, \
+             created_at, updated_at) \
+         VALUES (gen_random_uuid(), gen_random_uuid(), 1, '', 1, 1, now(), now()), \
+                (gen_random_uuid(), gen_random_uuid(), 1, 'ok', -5, 1, now(), now())",
+    )
+    .await
+    .unwrap();
+    let claimed = conn
+        .transaction::<_, StorageError, _>(async |conn| outbox::claim(conn, 10).await)
+        .await
+        .unwrap();
+    let bad: Vec<(i64, String)> = claimed
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|(seq, error)| (seq, error.to_string()))
+        .collect();
+    assert_eq!(bad.len(), 2);
+    assert_eq!(outbox::dead_letter(&mut conn, &bad).await.unwrap(), 2);
+
+    let backlog = outbox::backlog(&mut conn).await.unwrap();
+    assert_eq!((backlog.rows, backlog.estimated), (1, false));
+    assert_eq!(outbox::dead_letters(&mut conn).await.unwrap().rows, 2);
+    #[derive(diesel::QueryableByName)]
+    struct Reason {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        seq: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        reason: String,
+    }
+    let stored: Vec<Reason> =
+        diesel::sql_query("SELECT seq, reason FROM outbox_dead_letters ORDER BY seq")
+            .load(&mut conn)
+            .await
+            .unwrap();
+    for ((seq, reason), row) in bad.iter().zip(&stored) {
+        assert_eq!((seq, reason), (&row.seq, &row.reason));
+    }
+}
+
+#[tokio::test]
+async fn a_large_backlog_is_estimated_not_counted() {
+    let (_db, mut conn) = migrated().await;
+    let rows = outbox::EXACT_COUNT_LIMIT + 500;
+    conn.batch_execute(&format!(
+        "INSERT INTO outbox (event_id, product_id, version, name, price_cents, stock, \
+             created_at, updated_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), 1, 'p', 1, 1, now(), now() \
+         FROM generate_series(1, {rows})"
+    ))
+    .await
+    .unwrap();
+    // The live-row estimate is flushed by the backend about once a second.
+    let mut backlog = outbox::backlog(&mut conn).await.unwrap();
+    for _ in 0..100 {
+        if backlog.rows == rows {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        backlog = outbox::backlog(&mut conn).await.unwrap();
+    }
+    assert_eq!(backlog.rows, rows);
+    assert!(backlog.estimated);
+    assert!(backlog.oldest.is_some());
 }

@@ -5,6 +5,7 @@
 mod access;
 mod bad_input;
 mod create;
+mod database;
 mod helpers;
 mod ops;
 mod relay;

@@ -1,0 +1,173 @@
+//! The session's socket, and a reader that hands every byte the server sends to the
+//! [`wire`](super::wire) parser on its way to tokio-postgres.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_postgres::config::Host;
+
+use super::SessionState;
+use super::wire::Parser;
+
+/// The socket: TCP or a Unix domain socket.
+pub(super) enum Transport {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+pub(super) async fn connect_transport(config: &tokio_postgres::Config) -> io::Result<Transport> {
+    let hosts = config.get_hosts();
+    let ports = config.get_ports();
+    let addrs = config.get_hostaddrs();
+    let limit = config.get_connect_timeout().copied();
+    let count = hosts.len().max(addrs.len()).max(1);
+    let mut last_error = None;
+    for index in 0..count {
+        let port = match ports {
+            [] => 5432,
+            [one] => *one,
+            many => many.get(index).copied().unwrap_or(5432),
+        };
+        let attempt = match (addrs.get(index), hosts.get(index)) {
+            (Some(ip), _) => connect_tcp(&[SocketAddr::new(*ip, port)], limit).await,
+            (None, Some(Host::Tcp(name))) => {
+                match tokio::net::lookup_host((name.as_str(), port)).await {
+                    Ok(found) => connect_tcp(&found.collect::<Vec<_>>(), limit).await,
+                    Err(error) => Err(error),
+                }
+            }
+            #[cfg(unix)]
+            (None, Some(Host::Unix(dir))) => {
+                let path = dir.join(format!(".s.PGSQL.{port}"));
+                bounded(limit, tokio::net::UnixStream::connect(path))
+                    .await
+                    .map(Transport::Unix)
+            }
+            (None, None) => {
+                let localhost = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+                connect_tcp(&[localhost], limit).await
+            }
+        };
+        match attempt {
+            Ok(transport) => return Ok(transport),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("no database host to connect to")))
+}
+
+async fn connect_tcp(addrs: &[SocketAddr], limit: Option<Duration>) -> io::Result<Transport> {
+    let mut last_error = None;
+    for addr in addrs {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_keepalive(true)?;
+        socket.set_nodelay(true)?;
+        match bounded(limit, socket.connect(*addr)).await {
+            Ok(stream) => return Ok(Transport::Tcp(stream)),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("the host name resolved to no address")))
+}
+
+async fn bounded<T>(
+    limit: Option<Duration>,
+    connect: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, connect)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connection timed out"))?,
+        None => connect.await,
+    }
+}
+
+/// The transport, with what the server sends followed message by message.
+pub(super) struct Observed {
+    pub(super) inner: Transport,
+    pub(super) state: Arc<SessionState>,
+    pub(super) parser: Parser,
+}
+
+impl Observed {
+    fn closed(&self) {
+        self.state.closed.store(true, Ordering::Release);
+    }
+}
+
+impl AsyncRead for Observed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Transport::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+            #[cfg(unix)]
+            Transport::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+        };
+        match &polled {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => this.closed(),
+            Poll::Ready(Ok(())) => {
+                for error in this.parser.feed(&buf.filled()[before..]) {
+                    if error.fatal {
+                        this.closed();
+                    }
+                    this.state.record(error.error);
+                }
+            }
+            Poll::Ready(Err(_)) => this.closed(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Observed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Transport::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            #[cfg(unix)]
+            Transport::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+        };
+        if matches!(polled, Poll::Ready(Err(_))) {
+            this.closed();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Transport::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            #[cfg(unix)]
+            Transport::Unix(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Transport::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            #[cfg(unix)]
+            Transport::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Database errors classified by the SQLSTATE the real server sent, and transactions that
+//! never leave a session or a lock behind.
+
+use std::time::Duration;
+
+use diesel::sql_types::{BigInt, Integer};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use storage::pool::{self, with_connection};
+use storage::{DbPool, PoolSettings, SqlState, StorageError};
+use test_support::TestDatabase;
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn pool_for(db: &TestDatabase, name: &str, statement_timeout: Duration) -> DbPool {
+    let mut settings = PoolSettings::new(name);
+    settings.max_size = 4;
+    settings.statement_timeout = statement_timeout;
+    pool::build(db.url(), &settings).unwrap()
+}
+
+async fn table(db: &TestDatabase) {
+    let mut conn = db.connect().await;
+    conn.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL); INSERT INTO t VALUES (1, 0), (2, 0);",
+    )
+    .await
+    .unwrap();
+}
+
+/// Runs `sql` in a transaction that is expected to fail, and returns why.
+async fn failing(pool: &DbPool, sql: &str) -> StorageError {
+    pool::transaction::<_, StorageError, _>(pool, DEADLINE, async |conn| {
+        conn.batch_execute(sql).await?;
+        Ok(())
+    })
+    .await
+    .unwrap_err()
+}
+
+/// Has the server raise an error with SQLSTATE `code` (the same message for every code: only
+/// the code may decide).
+async fn raised(pool: &DbPool, code: &str) -> StorageError {
+    failing(
+        pool,
+        &format!("DO $$ BEGIN RAISE EXCEPTION 'not now' USING ERRCODE = '{code}'; END $$"),
+    )
+    .await
+}
+
+/// Ends session `pid` from another connection, as a restart or an operator does.
+async fn terminate(url: &str, pid: i32) {
+    let mut admin = <storage::AsyncPgConnection as diesel_async::AsyncConnection>::establish(url)
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+}
+
+fn refused_with(error: &StorageError) -> Option<SqlState> {
+    match error {
+        StorageError::Refused { sqlstate, .. } => Some(*sqlstate),
+        _ => None,
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+}
+
+async fn backend_pid(conn: &mut storage::AsyncPgConnection) -> Result<i32, StorageError> {
+    Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(conn)
+        .await?
+        .pid)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn sessions(db: &TestDatabase, application: &str, state: &str) -> i64 {
+    let mut conn = db.connect().await;
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1 AND state = $2",
+    )
+    .bind::<diesel::sql_types::Text, _>(application)
+    .bind::<diesel::sql_types::Text, _>(state)
+    .get_result::<Count>(&mut conn)
+    .await
+    .unwrap()
+    .n
+}
+
+#[tokio::test]
+async fn every_listed_sqlstate_raised_by_the_server_is_classified_by_its_code() {
+    let db = TestDatabase::create().await;
+    let pool = pool_for(&db, "errors-raised", DEADLINE);
+    let retryable = [
+        "55P03", "57014", "40001", "40P01", "57P01", "57P02", "57P03", "25006", "53300", "08006",
+        "53200", "57000",
+    ];
+    for code in retryable {
+        let error = raised(&pool, code).await;
+        assert_eq!(
+            refused_with(&error),
+            SqlState::parse(code),
+            "{code}: {error:?}"
+        );
+        assert!(error.is_transient(), "{code}");
+    }
+    for code in ["42P01", "22023", "P0001", "XX000"] {
+        let error = raised(&pool, code).await;
+        assert!(
+            matches!(error, StorageError::Query(_)) && !error.is_transient(),
+            "{code}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lock_and_statement_timeouts_are_refusals_not_failures() {
+    let db = TestDatabase::create().await;
+    table(&db).await;
+    let pool = pool_for(&db, "errors-timeouts", Duration::from_millis(100));
+
+    let mut holder = db.connect().await;
+    holder
+        .batch_execute("BEGIN; SELECT * FROM t WHERE id = 1 FOR UPDATE;")
+        .await
+        .unwrap();
+    // The pool sets lock_timeout = statement_timeout, and the statement's timer wins a tie:
+    // with a shorter lock_timeout the server answers 55P03.
+    let error = failing(
+        &pool,
+        "SET LOCAL lock_timeout = 50; UPDATE t SET v = v + 1 WHERE id = 1",
+    )
+    .await;
+    assert_eq!(
+        refused_with(&error),
+        Some(SqlState::LOCK_NOT_AVAILABLE),
+        "{error:?}"
+    );
+    assert!(!error.worth_retrying_at_once());
+    let error = failing(&pool, "UPDATE t SET v = v + 1 WHERE id = 1").await;
+    assert_eq!(
+        refused_with(&error),
+        Some(SqlState::QUERY_CANCELED),
+        "{error:?}"
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+
+    let error = with_connection(&pool, DEADLINE, async |conn| {
+        conn.batch_execute("SELECT pg_sleep(1)").await?;
+        Ok(())
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused_with(&error),
+        Some(SqlState::QUERY_CANCELED),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deadlock_is_refused_and_worth_retrying_at_once() {
+    let db = TestDatabase::create().await;
+    table(&db).await;
+    let pool = pool_for(&db, "errors-deadlock", DEADLINE);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let run = |first: i32, second: i32| {
+        let (pool, barrier) = (pool.clone(), barrier.clone());
+        async move {
+            pool::transaction::<_, StorageError, _>(&pool, DEADLINE, async |conn| {
+                let lock = format!("UPDATE t SET v = v + 1 WHERE id = {first}");
+                conn.batch_execute(&lock).await?;
+                barrier.wait().await;
+                let lock = format!("UPDATE t SET v = v + 1 WHERE id = {second}");
+                conn.batch_execute(&lock).await?;
+                Ok(())
+            })
+            .await
+        }
+    };
+    let (a, b) = tokio::join!(run(1, 2), run(2, 1));
+    let error = a
+        .err()
+        .or(b.err())
+        .expect("one of the two is chosen as the victim");
+    assert_eq!(
+        refused_with(&error),
+        Some(SqlState::DEADLOCK_DETECTED),
+        "{error:?}"
+    );
+    assert!(error.worth_retrying_at_once());
+}
+
+#[tokio::test]
+async fn a_read_only_session_refuses_writes_as_a_failover_would() {
+    let db = TestDatabase::create().await;
+    table(&db).await;
+    let mut settings = PoolSettings::new("errors-read-only");
+    settings.read_only = true;
+    let pool = pool::build(db.url(), &settings).unwrap();
+    let error = failing(&pool, "UPDATE t SET v = 1").await;
+    assert_eq!(
+        refused_with(&error),
+        Some(SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_terminated_mid_statement_is_retryable_at_once() {
+    let db = TestDatabase::create().await;
+    let pool = pool_for(&db, "errors-terminated", DEADLINE);
+    let killer = db.url().to_owned();
+    let error = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, async |conn| {
+        let pid = backend_pid(conn).await?;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            terminate(&killer, pid).await;
+        });
+        conn.batch_execute("SELECT pg_sleep(3)").await?;
+        Ok(())
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        refused_with(&error) == Some(SqlState::ADMIN_SHUTDOWN)
+            || matches!(error, StorageError::ConnectionLost { .. }),
+        "{error:?}"
+    );
+    assert!(error.worth_retrying_at_once(), "{error:?}");
+
+    // Every idle session terminated, as a fast restart does: the pool hands out live ones.
+    let mut admin = db.connect().await;
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'errors-terminated' AND datname = current_database()",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answered = with_connection(&pool, DEADLINE, async |conn| backend_pid(conn).await).await;
+    match answered {
+        Ok(_) => {}
+        Err(error) => assert!(error.worth_retrying_at_once(), "{error:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_lost_while_committing_leaves_the_outcome_unknown() {
+    let db = TestDatabase::create().await;
+    table(&db).await;
+    let pool = pool_for(&db, "errors-commit", DEADLINE);
+    let killer = db.url().to_owned();
+    let error = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, async |conn| {
+        conn.batch_execute("UPDATE t SET v = 42 WHERE id = 1")
+            .await?;
+        terminate(&killer, backend_pid(conn).await?).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, StorageError::OutcomeUnknown { .. }),
+        "{error:?}"
+    );
+    assert!(!error.worth_retrying_at_once());
+    assert!(error.is_transient());
+}
+
+#[tokio::test]
+async fn a_commit_the_server_refuses_is_a_rollback_not_an_unknown() {
+    let db = TestDatabase::create().await;
+    let mut setup = db.connect().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE u (id INT, CONSTRAINT u_id UNIQUE (id) DEFERRABLE INITIALLY DEFERRED); \
+             INSERT INTO u VALUES (1);",
+        )
+        .await
+        .unwrap();
+    let pool = pool_for(&db, "errors-deferred", DEADLINE);
+    let error = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, async |conn| {
+        conn.batch_execute("INSERT INTO u VALUES (1)").await?;
+        Ok(())
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Query(diesel::result::Error::DatabaseError(kind, _))
+            if matches!(kind, diesel::result::DatabaseErrorKind::UniqueViolation)),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_cut_short_leaves_no_session_idle_in_transaction_and_no_lock() {
+    let db = TestDatabase::create().await;
+    table(&db).await;
+    let pool = pool_for(&db, "errors-cut", DEADLINE);
+    let error =
+        pool::transaction::<_, StorageError, _>(&pool, Duration::from_millis(300), async |conn| {
+            conn.batch_execute("SELECT * FROM t WHERE id = 1 FOR UPDATE")
+                .await?;
+            // Stuck in the application while holding the row: the deadline fires.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StorageError::Timeout(_)), "{error:?}");
+    test_support::eventually(
+        Duration::from_secs(2),
+        "the session to be gone",
+        async || (sessions(&db, "errors-cut", "idle in transaction").await == 0).then_some(()),
+    )
+    .await;
+    let locked_again =
+        pool::transaction::<_, StorageError, _>(&pool, Duration::from_millis(500), async |conn| {
+            conn.batch_execute("SELECT * FROM t WHERE id = 1 FOR UPDATE NOWAIT")
+                .await?;
+            Ok(())
+        })
+        .await;
+    assert!(locked_again.is_ok(), "{locked_again:?}");
+}
+
+#[tokio::test]
+async fn a_body_error_rolls_back_and_keeps_the_connection() {
+    let db = TestDatabase::create().await;
+    table(&db).await;
+    let pool = pool_for(&db, "errors-body", DEADLINE);
+    let first = with_connection(&pool, DEADLINE, async |conn| backend_pid(conn).await)
+        .await
+        .unwrap();
+    let refused = pool::transaction::<(), StorageError, _>(&pool, DEADLINE, async |conn| {
+        conn.batch_execute("UPDATE t SET v = 7 WHERE id = 1")
+            .await?;
+        Err(StorageError::Query(diesel::result::Error::NotFound))
+    })
+    .await;
+    assert!(refused.is_err());
+    let again = with_connection(&pool, DEADLINE, async |conn| backend_pid(conn).await)
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the same session, returned clean to the pool");
+    let mut conn = db.connect().await;
+    let v: Count = diesel::sql_query("SELECT v::bigint AS n FROM t WHERE id = 1")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(v.n, 0, "rolled back");
+}
+
+#[tokio::test]
+async fn a_session_opens_over_a_unix_socket_too() {
+    let dir = "/var/run/postgresql";
+    if !std::path::Path::new(dir).join(".s.PGSQL.5432").exists() {
+        eprintln!("no PostgreSQL socket in {dir}; skipped");
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let url = format!("host={dir} port=5432 user=catalogue dbname={}", db.name());
+    let mut conn = storage::session::establish(&url).await.unwrap();
+    assert!(backend_pid(&mut conn).await.unwrap() > 0);
+    let error = conn
+        .batch_execute("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40P01'; END $$")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        storage::session::sqlstate_of(&error, &mut conn),
+        Some(SqlState::DEADLOCK_DETECTED)
+    );
+}
