@@ -1,14 +1,13 @@
 //! Wiring: a pool and a [`Source`] per replica (and the primary), the health checker, the
 //! HTTP server, and an orderly stop.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
+use service_kit::Supervisor;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::router::Router;
@@ -19,12 +18,10 @@ use crate::{health, routes};
 /// The name of the primary as a source, in `X-Served-By` and metrics.
 pub const PRIMARY: &str = "primary";
 
-/// A running read-api: HTTP server and health checker.
+/// A running read-api: HTTP server and health checker, under one [`Supervisor`].
 pub struct Application {
     port: u16,
-    server: actix_web::dev::Server,
-    health: JoinHandle<()>,
-    health_stop: CancellationToken,
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -90,46 +87,34 @@ impl Application {
             }
         }
 
+        let mut supervisor = Supervisor::new(shutdown);
         let data = web::Data::from(router.clone());
+        let tasks = web::Data::new(supervisor.health());
         let metrics = web::Data::new(service_kit::metrics::install());
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
-        let mut server = HttpServer::new(move || {
+        let listening = service_kit::http::start(&settings.http_options(), move || {
             App::new()
                 .wrap(from_fn(http_api::middleware::request_context))
                 .app_data(data.clone())
+                .app_data(tasks.clone())
                 .app_data(metrics.clone())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
-        })
-        .listen(listener)?
-        .shutdown_timeout(settings.shutdown_timeout_s)
-        .disable_signals();
-        if settings.http_workers > 0 {
-            server = server.workers(settings.http_workers);
-        }
-        let server = server.run();
-
-        let handle = server.handle();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            handle.stop(true).await;
-        });
-
-        let health_stop = CancellationToken::new();
-        let health = tokio::spawn(health::run(
-            router,
-            settings.health_check_interval_ms,
-            settings.health_check_timeout_ms,
-            breaker_opened,
-            health_stop.clone(),
-        ));
+        })?;
+        supervisor.serve(listening.server);
+        supervisor.spawn(
+            "health checks",
+            health::run(
+                router,
+                settings.health_check_interval_ms,
+                settings.health_check_timeout_ms,
+                breaker_opened,
+                supervisor.stop_token(),
+            ),
+        );
+        supervisor.inject_fault_from_env();
         Ok(Self {
-            port,
-            server,
-            health,
-            health_stop,
+            port: listening.port,
+            supervisor,
         })
     }
 
@@ -137,11 +122,9 @@ impl Application {
         self.port
     }
 
-    /// Serves until shutdown, then stops the health checker.
+    /// Serves until shutdown, then stops the health checker. An error means a part of the
+    /// service ended unexpectedly (it is logged): exit non-zero.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
-        self.health_stop.cancel();
-        let _ = self.health.await;
-        served.context("HTTP server failed")
+        Ok(self.supervisor.run().await?)
     }
 }

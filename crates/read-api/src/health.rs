@@ -144,18 +144,12 @@ pub async fn run(
 
 /// Why a probe failed, in words for `/api/replicas`.
 fn reason(error: &StorageError, timeout: Duration) -> String {
-    use diesel::result::Error;
     match error {
-        StorageError::Query(Error::DatabaseError(_, info))
-            if info.message().contains("does not exist") =>
-        {
-            format!(
-                "no schema yet ({}); the replicator or write-api migrates databases, read-api \
-                 never does",
-                info.message()
-            )
-        }
-        StorageError::Query(Error::NotFound) => {
+        StorageError::NoSchema { source } => format!(
+            "no schema yet ({source}); the replicator or write-api migrates databases, read-api \
+             never does"
+        ),
+        StorageError::Query(diesel::result::Error::NotFound) => {
             "replication_status has no row; the schema is incomplete".into()
         }
         StorageError::Timeout(_) => format!(

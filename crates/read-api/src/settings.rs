@@ -157,6 +157,15 @@ impl Settings {
         )
     }
 
+    pub fn http_options(&self) -> service_kit::http::HttpOptions {
+        service_kit::http::HttpOptions {
+            host: self.host.clone(),
+            port: self.port,
+            workers: self.http_workers,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
+        }
+    }
+
     /// Pool settings for one source: read-only sessions, and every wait bounded by one
     /// attempt's timeout.
     pub fn pool_settings(&self, source: &str) -> storage::PoolSettings {

@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
+use service_kit::TaskHealth;
 use service_kit::metrics::PrometheusHandle;
 
 use crate::router::Router;
@@ -11,6 +12,8 @@ use crate::source::SourceReport;
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Report {
+    /// `running`, or the background task that ended unexpectedly and why.
+    tasks: String,
     strategy: String,
     fallback_to_primary: bool,
     replicas: Vec<SourceReport>,
@@ -18,8 +21,11 @@ struct Report {
     primary: Option<SourceReport>,
 }
 
-fn report(router: &Router) -> Report {
+fn report(router: &Router, tasks: &TaskHealth) -> Report {
     Report {
+        tasks: tasks
+            .failure()
+            .map_or_else(|| "running".to_owned(), |f| f.to_string()),
         strategy: router.strategy().to_string(),
         fallback_to_primary: router.fallback().is_some(),
         replicas: router.replicas().iter().map(|s| s.report()).collect(),
@@ -31,8 +37,11 @@ fn report(router: &Router) -> Report {
 #[utoipa::path(get, path = "/api/replicas", tag = "replicas",
     responses((status = 200, description = "per replica: healthy, reason, lagMs, inFlight, readsServed, lastError",
                body = http_api::openapi::StatusEnvelope)))]
-pub async fn replicas(router: web::Data<Router>) -> HttpResponse {
-    http_api::envelope::ok(report(&router), "Replica status retrieved successfully")
+pub async fn replicas(router: web::Data<Router>, tasks: web::Data<TaskHealth>) -> HttpResponse {
+    http_api::envelope::ok(
+        report(&router, &tasks),
+        "Replica status retrieved successfully",
+    )
 }
 
 /// `GET /readyz`: 200 while some source can serve reads (a replica in rotation, or the
@@ -40,9 +49,11 @@ pub async fn replicas(router: web::Data<Router>) -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = http_api::openapi::StatusEnvelope),
               (status = 503, description = "no source can serve", body = http_api::openapi::StatusEnvelope)))]
-pub async fn readyz(router: web::Data<Router>) -> HttpResponse {
-    let report = report(&router);
-    if router.can_serve() {
+pub async fn readyz(router: web::Data<Router>, tasks: web::Data<TaskHealth>) -> HttpResponse {
+    let report = report(&router, &tasks);
+    if let Some(failure) = tasks.failure() {
+        http_api::envelope::not_ready(&failure.to_string(), report)
+    } else if router.can_serve() {
         http_api::envelope::success(StatusCode::OK, report, "ready")
     } else {
         http_api::envelope::not_ready(

@@ -1,15 +1,15 @@
-//! Wiring: replica pools, the consuming loop, catch-up and the HTTP endpoints.
+//! Wiring: replica pools, the consuming loop, catch-up and the HTTP endpoints, under one
+//! supervisor.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use chrono::Utc;
 use messaging::BrokerAddress;
+use service_kit::Supervisor;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::RetryPolicy;
@@ -66,12 +66,11 @@ pub fn catch_up(
     })
 }
 
-/// A running replicator.
+/// A running replicator: the consumer, one catch-up loop per replica and the health
+/// endpoints, under one [`Supervisor`].
 pub struct Application {
     port: u16,
-    server: actix_web::dev::Server,
-    workers: Vec<JoinHandle<()>>,
-    workers_stop: CancellationToken,
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -81,13 +80,17 @@ impl Application {
         let primary = primary(&settings)?;
         let address =
             BrokerAddress::parse(settings.rabbitmq_url.expose()).context("parsing RABBITMQ_URL")?;
+        let mut supervisor = Supervisor::new(shutdown);
         // Replicas are migrated on first contact, by the live path or catch-up, each within
         // its own deadline: a replica that is down or frozen at start-up delays nobody.
         let holder = uuid::Uuid::new_v4();
-        let catch_ups = replicas
-            .iter()
-            .map(|replica| catch_up(&settings, replica.clone(), primary.clone(), holder))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        for replica in replicas.iter() {
+            let catch_up = catch_up(&settings, replica.clone(), primary.clone(), holder)?;
+            supervisor.spawn(
+                format!("catch-up of {}", replica.name),
+                catch_up.run(supervisor.stop_token()),
+            );
+        }
 
         let (status, status_rx) = watch::channel(ConsumerStatus {
             consuming: false,
@@ -96,7 +99,7 @@ impl Application {
         });
         let pipeline = Pipeline {
             replicas: replicas.clone(),
-            primary: primary.clone(),
+            primary,
             primary_deadline: settings.apply_timeout_ms,
             address,
             broker: settings.broker_settings("replicator"),
@@ -112,15 +115,15 @@ impl Application {
             reconnect_max: settings.amqp_reconnect_max_ms,
             status,
         };
+        supervisor.spawn("consumer", pipeline.run(supervisor.stop_token()));
+
         let health = web::Data::new(Health {
             consumer: status_rx,
             replicas,
+            tasks: supervisor.health(),
         });
         let metrics = web::Data::new(service_kit::metrics::install());
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
-        let server = HttpServer::new(move || {
+        let listening = service_kit::http::start(&settings.http_options(), move || {
             App::new()
                 .wrap(from_fn(http_api::middleware::request_context))
                 .app_data(health.clone())
@@ -128,31 +131,12 @@ impl Application {
                 .route("/healthz", web::get().to(http_api::ops::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/metrics", web::get().to(http_api::ops::metrics))
-        })
-        .listen(listener)?
-        .workers(1)
-        .disable_signals()
-        .run();
-
-        let workers_stop = CancellationToken::new();
-        let mut workers = vec![tokio::spawn(pipeline.run(workers_stop.clone()))];
-        workers.extend(
-            catch_ups
-                .into_iter()
-                .map(|catch_up| tokio::spawn(catch_up.run(workers_stop.clone()))),
-        );
-        let handle = server.handle();
-        let stop = workers_stop.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            stop.cancel();
-            handle.stop(true).await;
-        });
+        })?;
+        supervisor.serve(listening.server);
+        supervisor.inject_fault_from_env();
         Ok(Self {
-            port,
-            server,
-            workers,
-            workers_stop,
+            port: listening.port,
+            supervisor,
         })
     }
 
@@ -161,12 +145,8 @@ impl Application {
     }
 
     /// Runs until shutdown: the consumer finishes and acks its batch, then everything stops.
+    /// An error means a part of the service ended unexpectedly (it is logged): exit non-zero.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
-        self.workers_stop.cancel();
-        for worker in self.workers {
-            let _ = worker.await;
-        }
-        served.context("HTTP server failed")
+        Ok(self.supervisor.run().await?)
     }
 }

@@ -153,6 +153,16 @@ impl Settings {
         pool
     }
 
+    /// One worker: the replicator serves only health and metrics.
+    pub fn http_options(&self) -> service_kit::http::HttpOptions {
+        service_kit::http::HttpOptions {
+            host: self.host.clone(),
+            port: self.port,
+            workers: 1,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
     pub fn broker_settings(&self, connection_name: &str) -> messaging::BrokerSettings {
         let mut broker = messaging::BrokerSettings::new(connection_name);
         broker.heartbeat = self.amqp_heartbeat_s;

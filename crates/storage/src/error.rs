@@ -38,6 +38,12 @@ pub enum StorageError {
         #[source]
         cause: Box<StorageError>,
     },
+    /// The tables are not there (SQLSTATE 42P01): a database nobody has migrated yet.
+    #[error("no schema yet")]
+    NoSchema {
+        #[source]
+        source: Error,
+    },
     /// A stored row breaks a rule the schema should have enforced.
     #[error("corrupt row in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
@@ -96,7 +102,7 @@ impl StorageError {
                     | DatabaseErrorKind::CheckViolation
                     | DatabaseErrorKind::NotNullViolation
             ),
-            StorageError::Corrupt { .. } => true,
+            StorageError::Corrupt { .. } | StorageError::NoSchema { .. } => true,
             _ => false,
         }
     }

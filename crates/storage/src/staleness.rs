@@ -10,6 +10,7 @@ use crate::StorageError;
 use crate::catchup::CatchupMark;
 use crate::replication_status::ReplicationStatus;
 use crate::schema::replication_status;
+use crate::sqlstate::SqlState;
 
 /// A replica's status row, read with the replica database's `now()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,14 +19,24 @@ pub struct ReplicaSample {
     pub now: DateTime<Utc>,
 }
 
+/// [`StorageError::NoSchema`] when the replica has not been migrated yet.
 pub async fn replica_sample(conn: &mut AsyncPgConnection) -> Result<ReplicaSample, StorageError> {
-    let (status, db_now): (ReplicationStatus, DateTime<Utc>) = replication_status::table
+    let read = replication_status::table
         .select((
             ReplicationStatus::as_select(),
             diesel::dsl::now.into_sql::<Timestamptz>(),
         ))
-        .first(conn)
-        .await?;
+        .first::<(ReplicationStatus, DateTime<Utc>)>(conn)
+        .await;
+    let (status, db_now) = match read {
+        Ok(read) => read,
+        Err(error)
+            if crate::session::sqlstate_of(&error, conn) == Some(SqlState::UNDEFINED_TABLE) =>
+        {
+            return Err(StorageError::NoSchema { source: error });
+        }
+        Err(error) => return Err(error.into()),
+    };
     Ok(ReplicaSample {
         status,
         now: db_now,

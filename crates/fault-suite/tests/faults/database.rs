@@ -230,17 +230,26 @@ async fn c_readyz_with_5_000_000_rows_in_the_outbox_and_the_broker_away() {
     .await;
 }
 
-/// A write-api of this stack started with `TEST_TASK_FAULT`; returns how it ended: exit
+/// One of this stack's services started with `TEST_TASK_FAULT`; returns how it ended: exit
 /// status, how long after the fault fired it exited, and its log.
-async fn write_api_with_a_failing_task(stack: &Stack, fault: &str) -> (i32, Duration, String) {
+async fn service_with_a_failing_task(
+    stack: &Stack,
+    service: &str,
+    fault: &str,
+) -> (i32, Duration, String) {
     let port = free_port();
     let log = std::env::temp_dir().join(format!(
         "{}.log",
-        test_support::unique_name("write-api-fault")
+        test_support::unique_name(&format!("{service}-fault").replace('-', "_"))
     ));
     let file = std::fs::File::create(&log).unwrap();
-    let mut child = tokio::process::Command::new(workspace_binary("write-api"))
-        .envs(stack.write_api_env())
+    let env = match service {
+        "write-api" => stack.write_api_env(),
+        "replicator" => stack.replicator_env(),
+        _ => stack.read_api_env(),
+    };
+    let mut child = tokio::process::Command::new(workspace_binary(service))
+        .envs(env)
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("LOG_FORMAT", "json")
@@ -273,16 +282,27 @@ async fn write_api_with_a_failing_task(stack: &Stack, fault: &str) -> (i32, Dura
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn d_a_background_task_that_panics_or_returns_stops_write_api() {
+async fn d_a_background_task_that_panics_or_returns_stops_each_service() {
     let stack = Stack::start(StackOptions::default()).await;
     let load = StatusLoad::start(&stack.client, &stack.write_url(), 8, Target::Mixed);
     steady(1).await;
     let mut figures = Vec::new();
-    for (fault, cause) in [
-        ("panic:1500", "panicked: injected by TEST_TASK_FAULT"),
-        ("return:1500", "returned early"),
+    for (service, fault, cause) in [
+        (
+            "write-api",
+            "panic:1500",
+            "panicked: injected by TEST_TASK_FAULT",
+        ),
+        ("write-api", "return:1500", "returned early"),
+        (
+            "replicator",
+            "panic:1500",
+            "panicked: injected by TEST_TASK_FAULT",
+        ),
+        ("read-api", "return:1500", "returned early"),
     ] {
-        let (code, took, log) = write_api_with_a_failing_task(&stack, fault).await;
+        let (code, took, log) = service_with_a_failing_task(&stack, service, fault).await;
+        let fault = format!("{service} {fault}");
         let named = format!("background task `injected fault` {cause}");
         assert_ne!(code, 0, "{fault}: exit status");
         assert!(
@@ -303,7 +323,7 @@ async fn d_a_background_task_that_panics_or_returns_stops_write_api() {
     }
     let tally = load.stop().await;
     settle(
-        "d supervisor: a task panics, a task returns",
+        "d supervisor: a task panics, a task returns, in each service",
         &stack,
         &tally,
         &figures.join("; "),
