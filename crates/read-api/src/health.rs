@@ -149,9 +149,6 @@ fn reason(error: &StorageError, timeout: Duration) -> String {
             "no schema yet ({source}); the replicator or write-api migrates databases, read-api \
              never does"
         ),
-        StorageError::Query(diesel::result::Error::NotFound) => {
-            "replication_status has no row; the schema is incomplete".into()
-        }
         StorageError::Timeout(_) => format!(
             "health check got no answer within {} ms",
             timeout.as_millis()

@@ -2,12 +2,9 @@
 //! `deleted_at` set) never leave this module as products: a page skips them, and a lookup
 //! hands them back as [`Found::Deleted`] so the caller can honour `X-Min-Version`.
 
-use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::{Product, ProductId, Version};
-use storage::StorageError;
-use storage::products::ProductRow;
-use storage::schema::products;
+use storage::products::{PageQuery, ProductRow};
+use storage::{AsyncPgConnection, StorageError};
 
 use crate::cursor::Cursor;
 use crate::list_query::ListRequest;
@@ -68,43 +65,17 @@ async fn get(conn: &mut AsyncPgConnection, id: ProductId) -> Result<Found, Stora
     })
 }
 
-/// Keyset pagination: rows after the cursor in `(created_at, id)` order, one more than the
-/// page holds to learn whether another page follows. New rows get a later `created_at`, so
-/// rows inserted while a client pages never shift what it has not seen yet.
 async fn list(conn: &mut AsyncPgConnection, request: &ListRequest) -> Result<Page, StorageError> {
-    let mut query = products::table
-        .filter(products::deleted_at.is_null())
-        .select(ProductRow::as_select())
-        .order((products::created_at.asc(), products::id.asc()))
-        .limit(request.limit + 1)
-        .into_boxed();
-    if let Some(after) = &request.after {
-        // `created_at >= c` first gives the planner a range on the (created_at, id) index.
-        query = query.filter(
-            products::created_at.ge(after.created_at).and(
-                products::created_at
-                    .gt(after.created_at)
-                    .or(products::id.gt(after.id)),
-            ),
-        );
-    }
     let filter = &request.filter;
-    if let Some(pattern) = &filter.name_pattern {
-        query = query.filter(products::name.ilike(pattern.clone()));
-    }
-    if let Some(min) = filter.min_price {
-        query = query.filter(products::price_cents.ge(min.cents()));
-    }
-    if let Some(max) = filter.max_price {
-        query = query.filter(products::price_cents.le(max.cents()));
-    }
-    match filter.in_stock {
-        Some(true) => query = query.filter(products::stock.gt(0)),
-        Some(false) => query = query.filter(products::stock.eq(0)),
-        None => {}
-    }
-
-    let mut rows: Vec<ProductRow> = query.load(conn).await?;
+    let query = PageQuery {
+        limit: request.limit,
+        after: request.after.as_ref().map(|c| (c.created_at, c.id)),
+        name_pattern: filter.name_pattern.clone(),
+        min_price_cents: filter.min_price.map(|p| p.cents()),
+        max_price_cents: filter.max_price.map(|p| p.cents()),
+        in_stock: filter.in_stock,
+    };
+    let mut rows = storage::products::live_page(conn, &query).await?;
     let more = rows.len() as i64 > request.limit;
     rows.truncate(usize::try_from(request.limit).unwrap_or(usize::MAX));
     let next = more.then(|| rows.last()).flatten().map(|last| Cursor {

@@ -63,15 +63,7 @@ pub async fn lock(
     conn: &mut AsyncPgConnection,
     id: ProductId,
 ) -> Result<Option<Product>, StorageError> {
-    products::table
-        .find(id.as_uuid())
-        .select(ProductRow::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()?
-        .map(ProductRow::into_product)
-        .transpose()
+    fetch(conn, id, true).await
 }
 
 /// The row for `id`, live or tombstone.
@@ -79,14 +71,77 @@ pub async fn find(
     conn: &mut AsyncPgConnection,
     id: ProductId,
 ) -> Result<Option<Product>, StorageError> {
-    products::table
+    fetch(conn, id, false).await
+}
+
+async fn fetch(
+    conn: &mut AsyncPgConnection,
+    id: ProductId,
+    for_update: bool,
+) -> Result<Option<Product>, StorageError> {
+    let query = products::table
         .find(id.as_uuid())
+        .select(ProductRow::as_select());
+    let row = if for_update {
+        query.for_update().first(conn).await
+    } else {
+        query.first(conn).await
+    };
+    row.optional()?.map(ProductRow::into_product).transpose()
+}
+
+/// What a page of the live listing asks for: rows after a keyset position in
+/// `(created_at, id)` order, narrowed by the documented filters.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    /// Rows to return (one more is read to learn whether another page follows).
+    pub limit: i64,
+    /// Strictly after this `(created_at, id)`.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// An `ILIKE` pattern, already escaped.
+    pub name_pattern: Option<String>,
+    pub min_price_cents: Option<i64>,
+    pub max_price_cents: Option<i64>,
+    /// `Some(true)`: stock above 0; `Some(false)`: stock 0.
+    pub in_stock: Option<bool>,
+}
+
+/// Up to `query.limit + 1` live rows for a page of the listing. Keyset pagination: new rows
+/// get a later `created_at`, so rows inserted while a client pages never shift what it has
+/// not seen yet.
+pub async fn live_page(
+    conn: &mut AsyncPgConnection,
+    query: &PageQuery,
+) -> Result<Vec<ProductRow>, StorageError> {
+    let mut select = products::table
+        .filter(products::deleted_at.is_null())
         .select(ProductRow::as_select())
-        .first(conn)
-        .await
-        .optional()?
-        .map(ProductRow::into_product)
-        .transpose()
+        .order((products::created_at.asc(), products::id.asc()))
+        .limit(query.limit + 1)
+        .into_boxed();
+    if let Some((created_at, id)) = query.after {
+        // `created_at >= c` first gives the planner a range on the (created_at, id) index.
+        select = select.filter(
+            products::created_at
+                .ge(created_at)
+                .and(products::created_at.gt(created_at).or(products::id.gt(id))),
+        );
+    }
+    if let Some(pattern) = &query.name_pattern {
+        select = select.filter(products::name.ilike(pattern.clone()));
+    }
+    if let Some(min) = query.min_price_cents {
+        select = select.filter(products::price_cents.ge(min));
+    }
+    if let Some(max) = query.max_price_cents {
+        select = select.filter(products::price_cents.le(max));
+    }
+    match query.in_stock {
+        Some(true) => select = select.filter(products::stock.gt(0)),
+        Some(false) => select = select.filter(products::stock.eq(0)),
+        None => {}
+    }
+    Ok(select.load(conn).await?)
 }
 
 /// Inserts a new product at version 1, unless the id exists (live or tombstone): then

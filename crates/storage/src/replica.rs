@@ -216,23 +216,6 @@ pub async fn changed_since(
     Ok(query.load(conn).await?)
 }
 
-/// Up to `limit` rows (tombstones included) with ids after `after`, in id order.
-pub async fn page_by_id(
-    conn: &mut AsyncPgConnection,
-    after: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<ProductRow>, StorageError> {
-    let mut query = products::table
-        .select(ProductRow::as_select())
-        .order(products::id)
-        .limit(limit)
-        .into_boxed();
-    if let Some(after) = after {
-        query = query.filter(products::id.gt(after));
-    }
-    Ok(query.load(conn).await?)
-}
-
 /// Up to `limit` ids after `after`, in order.
 pub async fn ids_after(
     conn: &mut AsyncPgConnection,
