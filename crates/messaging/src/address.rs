@@ -9,7 +9,7 @@ use crate::MessagingError;
 ///
 /// Parsed here rather than by amqprs, which neither percent-decodes the user, password and
 /// vhost (`/%2F` would be a vhost literally named `%2F`) nor survives a query key without a
-/// value (PITFALLS.md). `Display` and `Debug` never show the password.
+/// value (`docs/dependencies.md#amqprs-urls`). `Display` and `Debug` never show the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
     pub(crate) host: String,

@@ -119,7 +119,7 @@ impl BrokerConnection {
     }
 
     /// Opens a channel with a callback registered, as amqprs needs for confirms, returns and
-    /// server-sent cancels to work (PITFALLS.md).
+    /// server-sent cancels to work (`docs/dependencies.md#amqprs-channel-callbacks-and-confirms`).
     pub(crate) async fn open_channel(
         &self,
         callback: impl amqprs::callbacks::ChannelCallback + Send + 'static,

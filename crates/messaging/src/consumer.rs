@@ -71,7 +71,8 @@ impl Consumer {
             if index == 0 {
                 topology::declare(&channel, settings.rpc_timeout).await?;
             }
-            // Before consuming, and never global on a quorum queue (PITFALLS.md).
+            // Before consuming, and never global on a quorum queue
+            // (docs/dependencies.md#amqprs-consumers-and-prefetch).
             within(
                 "basic.qos",
                 settings.rpc_timeout,

@@ -1,8 +1,9 @@
 //! RabbitMQ for every service, through amqprs.
 //!
-//! amqprs has no reconnect and no timeouts (PITFALLS.md), so this crate puts a deadline on
-//! every call and never repairs a connection: on any error, timeout or close the caller drops
-//! the whole [`BrokerConnection`] and opens a new one after a backoff.
+//! amqprs has no reconnect and no timeouts
+//! (`docs/dependencies.md#amqprs-has-no-reconnect-and-no-timeouts`), so this crate puts a
+//! deadline on every call and never repairs a connection: on any error, timeout or close the
+//! caller drops the whole [`BrokerConnection`] and opens a new one after a backoff.
 //!
 //! - [`BrokerAddress`]: a validated `amqp://` URL.
 //! - [`topology`]: the queues and their arguments, declared the same way by every service.

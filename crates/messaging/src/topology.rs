@@ -1,6 +1,7 @@
 //! The queues, declared identically by every service: redeclaring a queue with different
-//! arguments is a channel error (406) that takes the connection down (PITFALLS.md), so this is
-//! the only place their arguments are written.
+//! arguments is a channel error (406) that takes the connection down
+//! (`docs/dependencies.md#rabbitmq-quorum-queue-arguments`), so this is the only place their
+//! arguments are written.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! The replicator's settings. Each key is also an environment variable in upper case; see
-//! the README's configuration table.
+//! The replicator's settings. Each key is also an environment variable in upper case; each
+//! has its line in `docs/configuration.md` (`cargo test -p deploy-checks` checks that).
 
 use std::time::Duration;
 
@@ -107,7 +107,8 @@ impl service_kit::config::Settings for Settings {
             return invalid("batch_size must be between 1 and 10000".into());
         }
         if usize::from(self.prefetch) < self.batch_size {
-            // A batch larger than the prefetch window never fills (PITFALLS.md).
+            // A batch larger than the prefetch window never fills
+            // (docs/dependencies.md#amqprs-consumers-and-prefetch).
             return invalid("prefetch must be at least batch_size".into());
         }
         if self.retry_attempts == 0 {

@@ -1,7 +1,7 @@
 //! One Prometheus recorder per process, rendered as text at `/metrics`.
 //!
 //! Names are shared by all services: `http_requests_total`, `http_request_duration_seconds`,
-//! and the service-specific counters, gauges and histograms documented in the README.
+//! and the service-specific counters, gauges and histograms listed in `docs/operations.md`.
 
 use std::sync::OnceLock;
 use std::time::Duration;

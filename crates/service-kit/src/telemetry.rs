@@ -2,8 +2,9 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// The filter when `RUST_LOG` is not set. amqprs logs errors during every ordinary reconnect;
-/// our own reconnect events say what matters (PITFALLS.md).
+/// The filter when `RUST_LOG` is not set. amqprs (with its `traces` feature) logs errors during
+/// every ordinary reconnect; our own reconnect events say what matters
+/// (`docs/dependencies.md#tracing-subscriber-and-the-log-filter`).
 const DEFAULT_FILTER: &str = "info,amqprs=warn,actix_server=warn";
 
 /// Installs the global subscriber. `format` is `text` or `json` (`LOG_FORMAT`); the level

@@ -22,7 +22,7 @@ pub struct PoolSettings {
     pub application_name: String,
     pub max_size: usize,
     /// Bound on opening one connection: without it `get()` hangs on a server that accepts
-    /// TCP and never answers (PITFALLS.md).
+    /// TCP and never answers (`docs/dependencies.md#pool-timeouts-deadpool`).
     pub connect_timeout: Duration,
     /// Bound on waiting for a free connection when all are busy.
     pub acquire_timeout: Duration,

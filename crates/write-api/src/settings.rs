@@ -1,5 +1,5 @@
-//! write-api's settings. Each key is also an environment variable in upper case; see the
-//! README's configuration table.
+//! write-api's settings. Each key is also an environment variable in upper case; each has its
+//! line in `docs/configuration.md` (`cargo test -p deploy-checks` checks that).
 
 use std::time::Duration;
 

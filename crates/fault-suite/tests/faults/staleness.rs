@@ -147,7 +147,7 @@ async fn s10_an_empty_replica_added_under_load() {
     .await;
     let load = Load::checked(&stack);
     steady(6).await;
-    // As the README says: add it to the configuration and restart; nothing else.
+    // As docs/operations.md says: add it to the configuration and restart; nothing else.
     let added = Instant::now();
     stack.attach_all_replicas().await;
     let read_api = stack.read_api.as_ref().unwrap().url();
