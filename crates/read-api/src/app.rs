@@ -30,6 +30,7 @@ impl Application {
     /// starts serving. `shutdown` stops the server gracefully, then the health checker.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let policy = Policy {
+            latency_decay: settings.latency_decay_ms,
             max_lag_ms: settings.max_lag_ms,
             check_interval: settings.health_check_interval_ms,
             max_consecutive_errors: settings.max_consecutive_errors,
@@ -46,13 +47,17 @@ impl Application {
             let pool =
                 storage::pool::build(target.url.expose(), &settings.pool_settings(&target.name))
                     .with_context(|| format!("building the pool of {}", target.name))?;
-            replicas.push(Arc::new(Source::new(
-                target.name,
-                Role::Replica,
-                pool,
-                policy,
-                breaker_opened.clone(),
-            )));
+            let weight = settings.replica_weights.of(&target.name);
+            replicas.push(Arc::new(
+                Source::new(
+                    target.name,
+                    Role::Replica,
+                    pool,
+                    policy,
+                    breaker_opened.clone(),
+                )
+                .with_weight(weight),
+            ));
         }
         // The primary is always watched: it says what each replica lacks. It serves reads
         // only as a fallback.

@@ -5,8 +5,9 @@
 //! - [`router`]: picks a source per read ([`strategy`]) and retries elsewhere within a
 //!   deadline (each attempt through `storage::pool::with_connection`, which never reuses a
 //!   timed-out connection).
-//! - [`source`]: a replica or the primary, with its health state machine; [`health`] probes
-//!   them and [`lag`] says how far behind a replica is.
+//! - [`source`]: a replica or the primary, with its health state machine and weight;
+//!   [`health`] probes them, [`lag`] says how far behind a replica is, [`latency`] keeps the
+//!   peak-EWMA latency `p2c_ewma` compares.
 //! - [`reads`]: the queries; [`list_query`], [`cursor`] and [`min_version`] parse requests.
 //! - [`status`]: `/api/replicas`, `/readyz`, gauges; [`app`]: wiring; [`settings`].
 
@@ -15,6 +16,7 @@ pub mod cursor;
 pub mod errors;
 pub mod health;
 pub mod lag;
+pub mod latency;
 pub mod list_query;
 pub mod min_version;
 pub mod openapi;

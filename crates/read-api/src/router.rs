@@ -240,8 +240,15 @@ async fn attempt(source: &Source, read: &Read, limit: Duration) -> Result<Answer
         reads::execute(conn, read).await
     })
     .await;
+    let took = started.elapsed();
+    // A failure counts as at least the whole attempt's limit: failing fast is not fast.
+    source.observe_latency(if outcome.is_ok() {
+        took
+    } else {
+        took.max(limit)
+    });
     metrics::histogram!("read_duration_seconds", "source" => source.name().to_string())
-        .record(started.elapsed().as_secs_f64());
+        .record(took.as_secs_f64());
     outcome
 }
 

@@ -31,8 +31,13 @@ pub struct Settings {
     /// The primary, read (read-only sessions) only when no replica can answer.
     pub database_url: SecretUrl,
     pub fallback_to_primary: bool,
-    /// `round_robin`, `random` or `least_outstanding`.
+    /// `p2c_ewma`, `round_robin`, `random` or `least_outstanding`.
     pub strategy: Strategy,
+    /// Per-replica weights, `name=weight,…` (unnamed replicas weigh 1; 0 drains one).
+    pub replica_weights: ReplicaWeights,
+    /// Time constant of the peak-EWMA latency `p2c_ewma` compares.
+    #[serde(with = "millis")]
+    pub latency_decay_ms: Duration,
     /// Connections per source (each replica, and the primary).
     pub db_pool_size: usize,
     #[serde(with = "millis")]
@@ -81,6 +86,8 @@ impl Default for Settings {
             database_url: SecretUrl::new(format!("{READER}:5432/products")),
             fallback_to_primary: true,
             strategy: Strategy::RoundRobin,
+            replica_weights: ReplicaWeights::default(),
+            latency_decay_ms: Duration::from_secs(2),
             db_pool_size: 16,
             db_connect_timeout_ms: Duration::from_secs(1),
             db_statement_timeout_ms: Duration::from_secs(1),
@@ -103,6 +110,15 @@ impl service_kit::config::Settings for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         let targets = self.replica_targets()?;
+        if let Some(unknown) = self
+            .replica_weights
+            .names()
+            .find(|name| !targets.iter().any(|t| t.name == *name))
+        {
+            return invalid(format!(
+                "replica_weights names {unknown:?}, which is not one of the replicas"
+            ));
+        }
         if targets.iter().any(|t| t.name == crate::app::PRIMARY) {
             return invalid(format!(
                 "a replica may not be named {:?}: that name is the primary's",
@@ -143,6 +159,7 @@ impl service_kit::config::Settings for Settings {
             ("health_check_timeout_ms", self.health_check_timeout_ms),
             ("cooldown_ms", self.cooldown_ms),
             ("flap_window_ms", self.flap_window_ms),
+            ("latency_decay_ms", self.latency_decay_ms),
         ])
     }
 }
@@ -176,6 +193,59 @@ impl Settings {
         pool.statement_timeout = self.db_statement_timeout_ms;
         pool.read_only = true;
         pool
+    }
+}
+
+/// `REPLICA_WEIGHTS`: `name=weight` pairs, comma-separated, parsed once at load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ReplicaWeights(Vec<(String, u32)>);
+
+impl ReplicaWeights {
+    /// The weight of the replica `name` (1 unless set).
+    pub fn of(&self, name: &str) -> u32 {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(1, |(_, weight)| *weight)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(name, _)| name.as_str())
+    }
+}
+
+impl TryFrom<String> for ReplicaWeights {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let mut weights = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, weight) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("replica_weights: {entry:?} is not name=weight"))?;
+            let weight: u32 = weight.trim().parse().map_err(|_| {
+                format!("replica_weights: the weight of {name} must be a whole number 0–1000")
+            })?;
+            if weight > 1000 {
+                return Err(format!(
+                    "replica_weights: the weight of {name} must be at most 1000"
+                ));
+            }
+            weights.push((name.trim().to_owned(), weight));
+        }
+        Ok(Self(weights))
+    }
+}
+
+impl From<ReplicaWeights> for String {
+    fn from(weights: ReplicaWeights) -> String {
+        weights
+            .0
+            .iter()
+            .map(|(name, weight)| format!("{name}={weight}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -221,5 +291,18 @@ mod tests {
         assert!(load(&[("MAX_CONSECUTIVE_ERRORS", "0")]).is_err());
         assert!(load(&[("READ_TIMEOUT_MS", "5000"), ("REQUEST_DEADLINE_MS", "1000")]).is_err());
         assert!(load(&[("REPLICA_URLS", "mysql://x/y")]).is_err());
+    }
+
+    #[test]
+    fn weights_name_real_replicas_and_default_to_one() {
+        let settings = load(&[("REPLICA_WEIGHTS", "replica-1=3, replica-2=0")]).unwrap();
+        assert_eq!(settings.replica_weights.of("replica-1"), 3);
+        assert_eq!(settings.replica_weights.of("replica-2"), 0);
+        assert_eq!(settings.replica_weights.of("other"), 1);
+        assert_eq!(settings.strategy.to_string(), "round_robin");
+        assert!(load(&[("REPLICA_WEIGHTS", "replica-9=2")]).is_err());
+        assert!(load(&[("REPLICA_WEIGHTS", "replica-1")]).is_err());
+        assert!(load(&[("REPLICA_WEIGHTS", "replica-1=-1")]).is_err());
+        assert!(load(&[("STRATEGY", "p2c_ewma")]).is_ok());
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::lag::Lag;
+use crate::latency::PeakEwma;
 
 /// What a source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub enum Role {
 /// When a source leaves rotation, and when it comes back.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
+    /// Time constant of the peak-EWMA latency `p2c_ewma` compares.
+    pub latency_decay: Duration,
     pub max_lag_ms: u64,
     /// How long until the next look: staleness may grow that much before anyone sees it.
     pub check_interval: Duration,
@@ -55,6 +58,9 @@ pub struct Source {
     role: Role,
     pool: DbPool,
     policy: Policy,
+    /// Its share of reads relative to the others; 0 drains it.
+    weight: u32,
+    latency: PeakEwma,
     in_flight: AtomicUsize,
     served: AtomicU64,
     health: Mutex<Health>,
@@ -97,6 +103,9 @@ pub struct SourceReport {
     pub lag_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catching_up_since: Option<DateTime<Utc>>,
+    pub weight: u32,
+    /// Peak-EWMA latency of its reads, in milliseconds.
+    pub latency_ms: f64,
     pub in_flight: usize,
     pub reads_served: u64,
     pub consecutive_errors: u32,
@@ -120,6 +129,8 @@ impl Source {
             name: name.into(),
             role,
             pool,
+            weight: 1,
+            latency: PeakEwma::new(policy.latency_decay),
             policy,
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
@@ -128,8 +139,31 @@ impl Source {
         }
     }
 
+    /// This source with `weight` (default 1; 0 drains it).
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Records how long one read took here (a failed one counts as at least the read
+    /// timeout: a source that fails fast must not look fast).
+    pub fn observe_latency(&self, latency: Duration) {
+        self.latency.observe(latency);
+    }
+
+    /// What `p2c_ewma` compares: peak-EWMA latency × (reads in flight + 1), per unit of
+    /// weight.
+    pub fn cost(&self) -> f64 {
+        let load = (self.in_flight() + 1) as f64;
+        self.latency.seconds().max(1e-6) * load / f64::from(self.weight.max(1))
     }
 
     pub fn role(&self) -> Role {
@@ -152,6 +186,9 @@ impl Source {
 
     /// Why the source is out of rotation, or `None` when it is in.
     pub fn unavailable_reason(&self) -> Option<String> {
+        if self.weight == 0 {
+            return Some("drained: weight 0".to_owned());
+        }
         self.health().reason(&self.policy, Instant::now())
     }
 
@@ -267,10 +304,17 @@ impl Source {
     pub fn report(&self) -> SourceReport {
         let health = self.health();
         let reason = health.reason(&self.policy, Instant::now());
+        let reason = if self.weight == 0 {
+            Some("drained: weight 0".to_owned())
+        } else {
+            reason
+        };
         SourceReport {
             name: self.name.to_string(),
             healthy: reason.is_none(),
             reason,
+            weight: self.weight,
+            latency_ms: (self.latency.seconds() * 1e6).round() / 1e3,
             lag_ms: health.lag.map(|lag| lag.ms),
             catching_up_since: health.lag.and_then(|lag| lag.catching_up_since()),
             in_flight: self.in_flight(),

@@ -16,6 +16,9 @@ pub enum LinkMode {
     Cut,
     /// Sockets stay open but no byte moves, as with a frozen host or a silent firewall.
     Frozen,
+    /// Bytes flow, but every answer from the server side is held back this long: a slow host
+    /// (saturated, vacuuming, slow disk) that still works.
+    Slow(std::time::Duration),
 }
 
 /// A TCP proxy in front of one service, for fault tests.
@@ -86,17 +89,20 @@ async fn accept_loop(listener: TcpListener, target: String, mode: watch::Sender<
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             tokio::join!(
-                pipe(client_read, server_write, link.clone()),
-                pipe(server_read, client_write, link),
+                pipe(client_read, server_write, link.clone(), false),
+                pipe(server_read, client_write, link, true),
             );
         });
     }
 }
 
+/// Copies `from` to `to` while the link is open; `answers` is the server-to-client
+/// direction, the one a slow link delays.
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut link: watch::Receiver<LinkMode>,
+    answers: bool,
 ) {
     let mut buffer = vec![0u8; 32 * 1024];
     loop {
@@ -109,12 +115,19 @@ async fn pipe(
                 }
                 continue;
             }
-            LinkMode::Open => {}
+            LinkMode::Open | LinkMode::Slow(_) => {}
         }
         tokio::select! {
             read = from.read(&mut buffer) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
+                    let delay = match *link.borrow() {
+                        LinkMode::Slow(delay) if answers => Some(delay),
+                        _ => None,
+                    };
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
                     if to.write_all(&buffer[..n]).await.is_err() {
                         return;
                     }

@@ -14,6 +14,7 @@ pub(crate) fn source(name: &str, cooldown: Duration) -> Source {
     )
     .unwrap();
     let policy = Policy {
+        latency_decay: Duration::from_secs(2),
         max_lag_ms: 5000,
         check_interval: Duration::from_millis(100),
         max_consecutive_errors: 3,

@@ -97,9 +97,19 @@ async fn replica_fails_under_load(mode: LinkMode) {
 
     wait_until_serving(&app, "replica-2", 20).await;
     proxy.set(mode);
+    let broken = std::time::Instant::now();
     let down = app.wait_for_health("replica-2", false).await;
+    let out_after = broken.elapsed();
     let reason = down["reason"].as_str().unwrap().to_owned();
     assert!(!reason.is_empty(), "{down}");
+    assert!(down["outSince"].is_string(), "{down}");
+    eprintln!("{mode:?}: replica-2 out of rotation {out_after:?} after the fault");
+    // Under load a replica leaves within about a read timeout of its first failed read (the
+    // bound is generous: this is not a speed test, it catches a replica left in rotation).
+    assert!(
+        out_after < Duration::from_secs(5),
+        "{mode:?}: out after {out_after:?}"
+    );
 
     // While it is out, the load goes to replica-1 only.
     let before = app.replicas().await;

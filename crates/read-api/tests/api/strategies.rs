@@ -92,3 +92,121 @@ async fn random_and_least_outstanding_use_every_replica() {
         assert_eq!(list.status, 200);
     }
 }
+
+#[tokio::test]
+async fn weights_three_to_one_share_reads_three_to_one() {
+    let cluster = Cluster::new(2).await;
+    let product = row("Ruler", 250, 100);
+    cluster
+        .insert_everywhere(std::slice::from_ref(&product))
+        .await;
+    let path = format!("/api/products/{}", product.id);
+    for strategy in [Strategy::RoundRobin, Strategy::Random] {
+        let mut settings = test_settings(&cluster);
+        settings.strategy = strategy;
+        settings.replica_weights = "replica-1=3,replica-2=1".to_owned().try_into().unwrap();
+        let app = Arc::new(spawn_app(settings).await);
+        let counts = spread(&app, &path, 4000, 4).await;
+        let share = counts.get("replica-1").copied().unwrap_or(0) as f64 / 4000.0;
+        eprintln!("{strategy} with weights 3:1: {counts:?}");
+        assert!((0.70..=0.80).contains(&share), "{strategy}: {counts:?}");
+        let report = app.replica("replica-1").await;
+        assert_eq!(report["weight"], 3, "{report}");
+    }
+
+    // Weight 0 drains a replica without removing it.
+    let mut settings = test_settings(&cluster);
+    settings.replica_weights = "replica-2=0".to_owned().try_into().unwrap();
+    let app = Arc::new(spawn_app(settings).await);
+    let counts = spread(&app, &path, 100, 2).await;
+    assert_eq!(counts.get("replica-2"), None, "{counts:?}");
+    let drained = app.replica("replica-2").await;
+    assert_eq!(drained["healthy"], false, "{drained}");
+    assert_eq!(drained["reason"], "drained: weight 0", "{drained}");
+}
+
+/// Reads `path` for `duration`, `clients` at a time: per-source counts and the latencies.
+async fn load_for(
+    app: &Arc<TestApp>,
+    path: &str,
+    clients: usize,
+    duration: std::time::Duration,
+) -> (HashMap<String, usize>, Vec<std::time::Duration>) {
+    let until = std::time::Instant::now() + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (app, path) = (app.clone(), path.to_owned());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while std::time::Instant::now() < until {
+                    let started = std::time::Instant::now();
+                    let answer = app.answer(&path, &[]).await;
+                    assert_eq!(answer.status, 200, "{}", answer.body);
+                    seen.push((answer.served_by.unwrap(), started.elapsed()));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut counts = HashMap::new();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        for (source, took) in task.await.unwrap() {
+            *counts.entry(source).or_default() += 1;
+            latencies.push(took);
+        }
+    }
+    latencies.sort();
+    (counts, latencies)
+}
+
+fn p99(latencies: &[std::time::Duration]) -> std::time::Duration {
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+fn share(counts: &HashMap<String, usize>, name: &str) -> f64 {
+    let total: usize = counts.values().sum();
+    counts.get(name).copied().unwrap_or(0) as f64 / total.max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_ewma_gives_a_slow_replica_a_small_share_until_it_is_fast_again() {
+    use test_support::LinkMode;
+    let cluster = Cluster::new(2).await;
+    let product = row("Lamp", 4_000, 3);
+    cluster
+        .insert_everywhere(std::slice::from_ref(&product))
+        .await;
+    let (proxy, proxied) = crate::helpers::behind_proxy(&cluster.replicas[1]).await;
+    let mut settings = test_settings(&cluster);
+    settings.replica_urls = vec![
+        service_kit::SecretUrl::new(cluster.replicas[0].url()),
+        service_kit::SecretUrl::new(proxied),
+    ];
+    settings.strategy = Strategy::P2cEwma;
+    settings.http_workers = 2;
+    settings.db_pool_size = 16;
+    settings.fallback_to_primary = false;
+    let app = Arc::new(spawn_app(settings).await);
+    let path = format!("/api/products/{}", product.id);
+    let second = std::time::Duration::from_secs(1);
+
+    let (even, even_latencies) = load_for(&app, &path, 64, 3 * second).await;
+    proxy.set(LinkMode::Slow(std::time::Duration::from_millis(50)));
+    // The first slow answers teach it; then measure.
+    load_for(&app, &path, 64, second).await;
+    let (slow, slow_latencies) = load_for(&app, &path, 64, 4 * second).await;
+    proxy.set(LinkMode::Open);
+    let (back, _) = load_for(&app, &path, 64, 5 * second).await;
+    eprintln!(
+        "p2c_ewma, 64 clients: even {even:?} p99 {:?}; replica-2 slowed by 50 ms {slow:?} p99 \
+         {:?}; fast again {back:?}",
+        p99(&even_latencies),
+        p99(&slow_latencies)
+    );
+    assert!(share(&even, "replica-2") > 0.2, "{even:?}");
+    assert!(share(&slow, "replica-2") <= 0.10, "{slow:?}");
+    assert!(share(&back, "replica-2") > 0.2, "{back:?}");
+    let report = app.replica("replica-2").await;
+    assert_eq!(report["healthy"], true, "slow is not ejected: {report}");
+}
