@@ -191,15 +191,15 @@ async fn p2c_ewma_gives_a_slow_replica_a_small_share_until_it_is_fast_again() {
     let path = format!("/api/products/{}", product.id);
     let second = std::time::Duration::from_secs(1);
 
-    let (even, even_latencies) = load_for(&app, &path, 64, 3 * second).await;
+    let (even, even_latencies) = load_for(&app, &path, 16, 3 * second).await;
     proxy.set(LinkMode::Slow(std::time::Duration::from_millis(50)));
     // The first slow answers teach it; then measure.
-    load_for(&app, &path, 64, second).await;
-    let (slow, slow_latencies) = load_for(&app, &path, 64, 4 * second).await;
+    load_for(&app, &path, 16, second).await;
+    let (slow, slow_latencies) = load_for(&app, &path, 16, 4 * second).await;
     proxy.set(LinkMode::Open);
-    let (back, _) = load_for(&app, &path, 64, 5 * second).await;
+    let (back, _) = load_for(&app, &path, 16, 5 * second).await;
     eprintln!(
-        "p2c_ewma, 64 clients: even {even:?} p99 {:?}; replica-2 slowed by 50 ms {slow:?} p99 \
+        "p2c_ewma, 16 clients: even {even:?} p99 {:?}; replica-2 slowed by 50 ms {slow:?} p99 \
          {:?}; fast again {back:?}",
         p99(&even_latencies),
         p99(&slow_latencies)
