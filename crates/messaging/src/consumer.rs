@@ -20,6 +20,8 @@ pub struct Delivery {
     pub queue: &'static str,
     pub redelivered: bool,
     pub message_id: Option<String>,
+    /// The AMQP `type` property (`product.change.v1`, `pipeline.heartbeat.v1`, …).
+    pub message_type: Option<String>,
     /// String-valued headers (`x-request-id`, the dead-letter reasons, …).
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
@@ -204,6 +206,7 @@ async fn forward(
             queue,
             redelivered: deliver.redelivered(),
             message_id: properties.as_ref().and_then(|p| p.message_id().cloned()),
+            message_type: properties.as_ref().and_then(|p| p.message_type().cloned()),
             headers: properties
                 .as_ref()
                 .and_then(|p| p.headers())

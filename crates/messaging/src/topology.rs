@@ -21,6 +21,9 @@ pub const DEAD_LETTER_QUEUE: &str = "products.dlq";
 
 /// The AMQP `type` of a change event message.
 pub const CHANGE_EVENT_TYPE: &str = "product.change.v1";
+/// The AMQP `type` of a pipeline heartbeat (on `products.sync`; not a change, never
+/// dead-lettered). Its body is `{"beat": N, "beat_at": "<RFC 3339>"}`.
+pub const HEARTBEAT_TYPE: &str = "pipeline.heartbeat.v1";
 
 /// The queues a consumer of changes reads.
 pub const WORK_QUEUES: [&str; 2] = [SYNC_QUEUE, DELETE_QUEUE];

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lag::{self, PrimaryView, Sample};
 use crate::router::Router;
-use crate::source::Source;
+use crate::source::{Heartbeat, Source};
 use crate::status;
 
 /// Probes every due source once, then updates lags and the gauges.
@@ -77,7 +77,9 @@ pub async fn check_all(router: &Router, timeout: Duration) {
         .flatten();
     for ((source, outcome), sample) in due.into_iter().zip(samples).zip(replica_samples) {
         let outcome = match (outcome, sample) {
-            (Ok(_), Some(sample)) => {
+            (Ok(read), Some(sample)) => {
+                let now = primary.as_ref().map_or(read.now, |p| p.now);
+                source.record_heartbeat(heartbeat_of(&read, now));
                 let view = primary
                     .as_ref()
                     .map(|primary| view_of(primary, source.name(), first_missing.next()));
@@ -92,6 +94,20 @@ pub async fn check_all(router: &Router, timeout: Duration) {
         source.record_probe(started, outcome);
     }
     status::publish_gauges(router);
+}
+
+/// The newest heartbeat a replica holds, aged on `now` (the primary's clock when it answered).
+fn heartbeat_of(read: &ReplicaSample, now: DateTime<Utc>) -> Option<Heartbeat> {
+    let at = read.status.heartbeat_at?;
+    let millis = |delta: chrono::TimeDelta| u64::try_from(delta.num_milliseconds()).unwrap_or(0);
+    Some(Heartbeat {
+        at,
+        age_ms: millis(now - at),
+        pipeline_delay_ms: read
+            .status
+            .heartbeat_applied_at
+            .map(|applied| millis(applied - at)),
+    })
 }
 
 /// What the primary said about the replica `name`; `first_missing` is its answer for that

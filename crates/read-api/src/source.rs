@@ -83,6 +83,23 @@ struct Health {
     damped: Option<u32>,
     /// When it last left rotation, and why (for `/api/replicas`).
     out_since: Option<(DateTime<Utc>, String)>,
+    /// The newest pipeline heartbeat this replica holds, as of the last health check.
+    heartbeat: Option<Heartbeat>,
+}
+
+/// The newest pipeline heartbeat a replica holds: not routing data (a replica that lacks
+/// nothing serves whatever the pipeline does), but the pipeline's end-to-end delay, visible
+/// even when nobody writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// When the primary beat (its clock).
+    pub at: DateTime<Utc>,
+    /// How old that beat is now: grows past the beat interval when the relay, the broker
+    /// or the replicator stops.
+    pub age_ms: u64,
+    /// From the beat on the primary to its apply on this replica.
+    pub pipeline_delay_ms: Option<u64>,
 }
 
 /// An open breaker: the source is out until `until`, then until a health check passes.
@@ -115,6 +132,8 @@ pub struct SourceReport {
     pub out_since: Option<DateTime<Utc>>,
     /// Times it left rotation within the flap window.
     pub recent_exits: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Heartbeat>,
 }
 
 impl Source {
@@ -235,6 +254,11 @@ impl Source {
         }
     }
 
+    /// Records the pipeline heartbeat a health check read.
+    pub fn record_heartbeat(&self, heartbeat: Option<Heartbeat>) {
+        self.health().heartbeat = heartbeat;
+    }
+
     /// Whether a health check should run now: not while the breaker's cool-down lasts.
     pub fn probe_due(&self, now: Instant) -> bool {
         self.health()
@@ -323,6 +347,7 @@ impl Source {
             last_error: health.last_error.clone(),
             out_since: health.out_since.as_ref().map(|(since, _)| *since),
             recent_exits: health.exits.len(),
+            heartbeat: health.heartbeat,
         }
     }
 

@@ -87,6 +87,14 @@ pub fn publish_gauges(router: &Router) {
             metrics::gauge!("replica_lag_seconds", "replica" => name.clone())
                 .set(lag_ms as f64 / 1000.0);
         }
+        if let Some(heartbeat) = report.heartbeat {
+            metrics::gauge!("replication_lag_seconds", "replica" => name.clone())
+                .set(heartbeat.age_ms as f64 / 1000.0);
+            if let Some(delay_ms) = heartbeat.pipeline_delay_ms {
+                metrics::gauge!("replication_pipeline_delay_seconds", "replica" => name.clone())
+                    .set(delay_ms as f64 / 1000.0);
+            }
+        }
         metrics::gauge!("replica_in_flight", "replica" => name).set(report.in_flight as f64);
     }
 }

@@ -51,30 +51,46 @@ pub struct Refused {
     pub error: String,
 }
 
-/// The rows and status update a batch of events makes on a replica.
+/// The rows, status update and heartbeat a batch makes on a replica.
 pub struct PreparedBatch {
     rows: Vec<ProductRow>,
-    status: AppliedBatch,
+    /// `None` when the batch carries heartbeats only.
+    status: Option<AppliedBatch>,
+    /// The newest pipeline heartbeat in the batch.
+    heartbeat: Option<DateTime<Utc>>,
     /// The oldest change in the batch: a replica that misses it is behind since then.
-    pub oldest_event_at: DateTime<Utc>,
+    /// `None` when it carries no change (missing a heartbeat misses no data).
+    pub oldest_event_at: Option<DateTime<Utc>>,
 }
 
 impl PreparedBatch {
-    /// `None` for an empty batch.
-    pub fn new(events: &[&ChangeEvent]) -> Option<Self> {
-        let last = events.last()?;
-        let newest_event_at = events.iter().map(|e| e.occurred_at()).max()?;
-        let oldest_event_at = events.iter().map(|e| e.occurred_at()).min()?;
+    /// `None` for a batch with neither changes nor a heartbeat.
+    pub fn new(events: &[&ChangeEvent], heartbeat: Option<DateTime<Utc>>) -> Option<Self> {
+        let status = events.last().map(|last| AppliedBatch {
+            last_event_id: last.event_id,
+            last_event_seq: last.seq,
+            newest_event_at: events
+                .iter()
+                .map(|e| e.occurred_at())
+                .max()
+                .unwrap_or_default(),
+            events: i64::try_from(events.len()).unwrap_or(i64::MAX),
+        });
+        if status.is_none() && heartbeat.is_none() {
+            return None;
+        }
         Some(Self {
             rows: replica_rows::newest_per_id(events.iter().map(|e| ProductRow::from(&e.product))),
-            status: AppliedBatch {
-                last_event_id: last.event_id,
-                last_event_seq: last.seq,
-                newest_event_at,
-                events: i64::try_from(events.len()).unwrap_or(i64::MAX),
-            },
-            oldest_event_at,
+            status,
+            heartbeat,
+            oldest_event_at: events.iter().map(|e| e.occurred_at()).min(),
         })
+    }
+
+    fn events(&self) -> u64 {
+        self.status
+            .as_ref()
+            .map_or(0, |s| u64::try_from(s.events).unwrap_or(0))
     }
 }
 
@@ -107,7 +123,7 @@ pub async fn apply_to_replica(
         match apply_once(replica, batch, left).await {
             Ok(rows_changed) => {
                 metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
-                    .increment(u64::try_from(batch.status.events).unwrap_or(0));
+                    .increment(batch.events());
                 record_lag(replica, batch);
                 return ReplicaOutcome::Applied {
                     rows_changed,
@@ -141,7 +157,7 @@ pub async fn apply_to_replica(
             policy.budget.as_millis()
         );
     }
-    replica.mark_down(&last_error, batch.oldest_event_at);
+    replica.mark_down(&last_error, batch.oldest_event_at.unwrap_or_else(Utc::now));
     ReplicaOutcome::Missed {
         error: last_error,
         attempts,
@@ -167,7 +183,10 @@ async fn apply_each(replica: &Replica, batch: &PreparedBatch) -> ReplicaOutcome 
             }),
             Err(error) => {
                 // The replica itself failed half-way: an outage after all.
-                replica.mark_down(&error.to_string(), batch.oldest_event_at);
+                replica.mark_down(
+                    &error.to_string(),
+                    batch.oldest_event_at.unwrap_or_else(Utc::now),
+                );
                 return ReplicaOutcome::Missed {
                     error: error.to_string(),
                     attempts: 1,
@@ -176,18 +195,21 @@ async fn apply_each(replica: &Replica, batch: &PreparedBatch) -> ReplicaOutcome 
         }
     }
     let status = pool::with_connection(&replica.pool, replica.deadline, async |conn| {
-        replica_rows::record_applied(conn, &batch.status).await
+        record_status(conn, batch).await
     })
     .await;
     if let Err(error) = status {
-        replica.mark_down(&error.to_string(), batch.oldest_event_at);
+        replica.mark_down(
+            &error.to_string(),
+            batch.oldest_event_at.unwrap_or_else(Utc::now),
+        );
         return ReplicaOutcome::Missed {
             error: error.to_string(),
             attempts: 1,
         };
     }
     metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
-        .increment(u64::try_from(batch.status.events).unwrap_or(0));
+        .increment(batch.events());
     ReplicaOutcome::Applied {
         rows_changed,
         refused,
@@ -203,14 +225,37 @@ async fn apply_once(
     let until = Instant::now() + left;
     replica.ensure_migrated(left).await?;
     let left = until.saturating_duration_since(Instant::now());
-    pool::with_connection(&replica.pool, replica.deadline.min(left), async |conn| {
-        replica_rows::apply_batch(conn, &batch.rows, Some(&batch.status)).await
-    })
+    pool::transaction::<_, StorageError, _>(
+        &replica.pool,
+        replica.deadline.min(left),
+        async |conn| {
+            let changed = replica_rows::apply(conn, &batch.rows).await?;
+            record_status(conn, batch).await?;
+            Ok(changed)
+        },
+    )
     .await
 }
 
+/// The status row's share of a batch: what was applied, and the newest heartbeat.
+async fn record_status(
+    conn: &mut storage::AsyncPgConnection,
+    batch: &PreparedBatch,
+) -> Result<(), StorageError> {
+    if let Some(status) = &batch.status {
+        replica_rows::record_applied(conn, status).await?;
+    }
+    if let Some(beat_at) = batch.heartbeat {
+        storage::heartbeat::record(conn, beat_at).await?;
+    }
+    Ok(())
+}
+
 fn record_lag(replica: &Replica, batch: &PreparedBatch) {
-    let lag = (Utc::now() - batch.status.newest_event_at)
+    let Some(status) = &batch.status else {
+        return;
+    };
+    let lag = (Utc::now() - status.newest_event_at)
         .to_std()
         .unwrap_or_default()
         .as_secs_f64();

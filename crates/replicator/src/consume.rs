@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use domain::ChangeEvent;
-use messaging::topology::WORK_QUEUES;
+use messaging::topology::{HEARTBEAT_TYPE, WORK_QUEUES};
 use messaging::{
     BrokerAddress, BrokerSettings, Consumer, Delivery, MessagingError, OutgoingMessage, Publisher,
 };
@@ -127,7 +127,20 @@ impl Pipeline {
     ) -> Result<(), SessionEnd> {
         let mut events = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();
+        let mut heartbeat = None;
         for delivery in batch {
+            if delivery.message_type.as_deref() == Some(HEARTBEAT_TYPE) {
+                // Not data: the newest one goes to every replica with the batch; a bad one is
+                // dropped (acked), never dead-lettered.
+                match heartbeat_time(&delivery.body) {
+                    Some(beat_at) => heartbeat = heartbeat.max(Some(beat_at)),
+                    None => tracing::warn!(
+                        message_id = delivery.message_id.as_deref().unwrap_or("-"),
+                        "unreadable pipeline heartbeat; dropping it"
+                    ),
+                }
+                continue;
+            }
             match ChangeEvent::decode(&delivery.body) {
                 Ok(event) => events.push((delivery, event)),
                 Err(error) => {
@@ -153,7 +166,7 @@ impl Pipeline {
         dead_letter::publish(dead_letters, &rejected, "undecodable").await?;
 
         let decoded: Vec<&ChangeEvent> = events.iter().map(|(_, event)| event).collect();
-        if let Some(prepared) = PreparedBatch::new(&decoded) {
+        if let Some(prepared) = PreparedBatch::new(&decoded, heartbeat) {
             let (applied_to, refusals) = self.apply_everywhere(&prepared, stop).await?;
             let refused: Vec<OutgoingMessage> = refusals
                 .iter()
@@ -223,11 +236,13 @@ impl Pipeline {
                 refusals.extend(refused.into_iter().map(|r| (replica.name.clone(), r)));
                 continue;
             }
-            if let ReplicaOutcome::Missed { error, attempts } = outcome {
+            if let ReplicaOutcome::Missed { error, attempts } = outcome
+                && let Some(oldest) = prepared.oldest_event_at
+            {
                 if attempts > 1 {
                     tracing::warn!(replica = %replica.name, attempts, %error, "batch missed a replica; marking it for catch-up");
                 }
-                self.mark_behind(replica, prepared, &error, stop).await?;
+                self.mark_behind(replica, oldest, &error, stop).await?;
             }
         }
         Ok((applied_to, refusals))
@@ -237,7 +252,7 @@ impl Pipeline {
     async fn mark_behind(
         &self,
         replica: &Replica,
-        prepared: &PreparedBatch,
+        oldest: chrono::DateTime<Utc>,
         reason: &str,
         stop: &CancellationToken,
     ) -> Result<(), SessionEnd> {
@@ -245,13 +260,7 @@ impl Pipeline {
         loop {
             let marked =
                 pool::with_connection(&self.primary, self.primary_deadline, async |conn| {
-                    storage::catchup::mark_behind(
-                        conn,
-                        &replica.name,
-                        prepared.oldest_event_at,
-                        reason,
-                    )
-                    .await
+                    storage::catchup::mark_behind(conn, &replica.name, oldest, reason).await
                 })
                 .await;
             match marked {
@@ -278,4 +287,15 @@ impl Pipeline {
             last_error,
         });
     }
+}
+
+/// The beat time of a pipeline heartbeat message (`{"beat": N, "beat_at": "…"}`).
+fn heartbeat_time(body: &[u8]) -> Option<chrono::DateTime<Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Heartbeat {
+        beat_at: chrono::DateTime<Utc>,
+    }
+    serde_json::from_slice::<Heartbeat>(body)
+        .ok()
+        .map(|h| h.beat_at)
 }

@@ -12,6 +12,7 @@
 
 pub mod catchup;
 mod error;
+pub mod heartbeat;
 pub mod migrations;
 pub mod outbox;
 pub mod pool;

@@ -21,6 +21,10 @@ pub struct ReplicationStatus {
     pub behind_since: Option<DateTime<Utc>>,
     /// Who set `behind_since`.
     pub behind_token: Option<Uuid>,
+    /// The newest pipeline heartbeat applied here (the primary's clock), and when it was
+    /// applied (this replica's clock).
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub heartbeat_applied_at: Option<DateTime<Utc>>,
 }
 
 pub async fn read(conn: &mut AsyncPgConnection) -> Result<ReplicationStatus, StorageError> {

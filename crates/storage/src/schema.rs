@@ -60,6 +60,16 @@ diesel::table! {
         events_applied -> Int8,
         behind_since -> Nullable<Timestamptz>,
         behind_token -> Nullable<Uuid>,
+        heartbeat_at -> Nullable<Timestamptz>,
+        heartbeat_applied_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    pipeline_heartbeat (singleton) {
+        singleton -> Bool,
+        beat -> Int8,
+        beat_at -> Timestamptz,
     }
 }
 

@@ -29,7 +29,7 @@ pub struct StackOptions {
     /// at start; the others are added later with [`Stack::attach_all_replicas`], as an
     /// operator adds a replica. `None`: all of them.
     pub attached_replicas: Option<usize>,
-    /// Extra environment for the replicators and read-api.
+    /// Extra environment for every service (each ignores what it does not know).
     pub extra_env: Vec<(&'static str, String)>,
 }
 
@@ -170,6 +170,9 @@ impl Stack {
             ("HTTP_WORKERS", "2".into()),
             ("DB_POOL_SIZE", "6".into()),
         ]
+        .into_iter()
+        .chain(self.extra_env.iter().cloned())
+        .collect()
     }
 
     /// The replicator's environment, for `serve` and the commands.

@@ -60,6 +60,7 @@ impl Application {
             wake: outbox_written.clone(),
             status,
             reconnect_max: settings.amqp_reconnect_max_ms,
+            heartbeat: Some(settings.heartbeat_interval_ms).filter(|i| !i.is_zero()),
         };
 
         let catalogue = web::Data::new(Catalogue::new(

@@ -46,6 +46,8 @@ pub struct Relay {
     pub status: watch::Sender<BrokerStatus>,
     /// Ceiling of the reconnect backoff.
     pub reconnect_max: Duration,
+    /// How often the pipeline heartbeat beats (`None`: never).
+    pub heartbeat: Option<Duration>,
 }
 
 enum Stop {
@@ -117,7 +119,16 @@ impl Relay {
     /// shutdown is requested.
     async fn serve(&self, publisher: &mut Publisher, shutdown: &CancellationToken) -> Stop {
         let mut db_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut next_beat = tokio::time::Instant::now();
         loop {
+            if let Some(interval) = self.heartbeat
+                && tokio::time::Instant::now() >= next_beat
+            {
+                next_beat = tokio::time::Instant::now() + interval;
+                if let Err(error) = self.beat(publisher, interval).await {
+                    return Stop::BrokerLost(error.to_string());
+                }
+            }
             match self.drain(publisher).await {
                 Ok(()) => db_backoff.reset(),
                 Err(DrainError::Broker(error)) => return Stop::BrokerLost(error.to_string()),
@@ -129,11 +140,55 @@ impl Relay {
                     }
                 }
             }
+            let poll = tokio::time::sleep(self.poll_interval);
+            let beat = tokio::time::sleep_until(next_beat);
             tokio::select! {
                 () = shutdown.cancelled() => return Stop::Shutdown,
                 () = publisher.lost().cancelled() => return Stop::BrokerLost("connection lost".into()),
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
+                () = poll => {}
+                () = beat, if self.heartbeat.is_some() => {}
+            }
+        }
+    }
+
+    /// Moves the heartbeat forward on the primary (unless another instance just did) and
+    /// publishes it like a change. A database error only skips this beat; a broker error
+    /// ends the session like any publish failure.
+    async fn beat(
+        &self,
+        publisher: &mut Publisher,
+        interval: Duration,
+    ) -> Result<(), MessagingError> {
+        let beat = pool::with_connection(&self.pool, self.db_deadline, async |conn| {
+            storage::heartbeat::beat(conn, interval).await
+        })
+        .await;
+        let beat = match beat {
+            Ok(Some(beat)) => beat,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                tracing::debug!(error = %error.report(), "heartbeat skipped: the primary did not answer");
+                return Ok(());
+            }
+        };
+        let message = OutgoingMessage {
+            queue: messaging::topology::SYNC_QUEUE,
+            message_id: format!("heartbeat-{}", beat.beat),
+            message_type: messaging::topology::HEARTBEAT_TYPE,
+            body: serde_json::json!({"beat": beat.beat, "beat_at": beat.beat_at})
+                .to_string()
+                .into_bytes(),
+            headers: Vec::new(),
+        };
+        let report = publisher
+            .publish_confirmed(std::slice::from_ref(&message))
+            .await;
+        match report.error {
+            Some(error) => Err(error),
+            None => {
+                metrics::counter!("pipeline_heartbeats_published_total").increment(1);
+                Ok(())
             }
         }
     }

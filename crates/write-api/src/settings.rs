@@ -48,6 +48,10 @@ pub struct Settings {
     pub relay_poll_interval_ms: Duration,
     #[serde(with = "millis")]
     pub relay_confirm_timeout_ms: Duration,
+    /// How often the pipeline heartbeat travels outbox relay → broker → replicator → every
+    /// replica, so the pipeline's delay shows when nobody writes; 0 turns it off.
+    #[serde(with = "millis")]
+    pub heartbeat_interval_ms: Duration,
     /// `text` or `json`.
     pub log_format: String,
     /// When set, writes need `Authorization: Bearer <token>`.
@@ -75,6 +79,7 @@ impl Default for Settings {
             relay_batch_size: 500,
             relay_poll_interval_ms: Duration::from_secs(1),
             relay_confirm_timeout_ms: Duration::from_secs(10),
+            heartbeat_interval_ms: Duration::from_secs(5),
             log_format: "text".into(),
             write_api_token: SecretText::default(),
         }

@@ -9,6 +9,7 @@
 )]
 
 mod database;
+mod heartbeat;
 mod probe;
 mod scenarios;
 mod staleness;
