@@ -139,7 +139,8 @@ engine_compose_env() {
   if ! { [ -S "$socket" ] && [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
     engine_as_root rm -f "$socket"
     engine_log "starting podman's Docker-compatible API on $socket"
-    podman system service --time=0 "unix://$socket" >"$dir/service.log" 2>&1 &
+    # Its own stdio, so it does not hold the caller's output (a pipe) open after the caller ends.
+    podman system service --time=0 "unix://$socket" </dev/null >"$dir/service.log" 2>&1 &
     echo $! >"$pidfile"
     for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.2; done
     [ -S "$socket" ] || engine_die "podman system service did not open $socket; see $dir/service.log" || return 1
@@ -162,7 +163,7 @@ engine_healthchecks_start() {
         podman healthcheck run "$id" >/dev/null 2>&1 || true
       done
     done
-  ) &
+  ) </dev/null >/dev/null 2>&1 &
   echo $! >"$pidfile"
 }
 
