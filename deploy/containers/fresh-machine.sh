@@ -103,7 +103,8 @@ total_seconds=$((SECONDS - started_all))
   printf '%-34s %s\n' "base image:" "${image_seconds}s ($image_note)"
   cat "$RUN_DIR/summary.txt" 2>/dev/null || echo "(no summary: the inside script did not get far)"
   printf '%-34s %s\n' "container disk (written layer):" "${container_size:-?}"
-  printf '%-34s %s\n' "engine state dir (images etc.):" "$(du -sh "$CATALOGUE_CONTAINERS_DIR" 2>/dev/null | cut -f1) in $CATALOGUE_CONTAINERS_DIR"
+  # -x: not through the container's mounted root, which would count its layers twice.
+  printf '%-34s %s\n' "engine state dir (with container):" "$(du -shx "$CATALOGUE_CONTAINERS_DIR" 2>/dev/null | cut -f1) in $CATALOGUE_CONTAINERS_DIR"
   printf '%-34s %s\n' "total:" "${total_seconds}s"
   printf '%-34s %s\n' "result:" "$([ "$status" = 0 ] && echo PASSED || echo FAILED)"
   echo "logs: $RUN_DIR"
