@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export TEST_PG_ADMIN_URL ?= postgres://catalogue:catalogue@127.0.0.1:5432/postgres
 TEST_THREADS ?= 8
 
-.PHONY: help run stop reset test test-faults bench bench-quick lint fmt services clean-tests
+.PHONY: help run stop reset test test-faults test-fresh bench bench-quick lint fmt services clean-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test: services ## Run every test against the local PostgreSQL and RabbitMQ (the 
 test-faults: services ## The fault suite: the services under load while links, processes and messages break
 	cargo build --locked --bins
 	cargo test --locked -p fault-suite -- --test-threads=3 --nocapture
+
+test-fresh: ## `make run` and `make test` on a fresh Debian container, timed (FRESH_ARGS="--commit REV")
+	deploy/containers/fresh-machine.sh $(FRESH_ARGS)
 
 bench: ## Benchmark the stack against PostgreSQL itself (about 7 min; results in bench/results/)
 	deploy/local/bench.sh $(BENCH_ARGS)
