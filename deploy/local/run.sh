@@ -9,8 +9,8 @@ ROOT=$(cd ../.. && pwd)
 ./ensure-services.sh
 ./provision.sh
 
-log "building the workspace (release)"
-(cd "$ROOT" && cargo build --release --locked --bins)
+log "building the three services (release)"
+(cd "$ROOT" && cargo build --release --locked -p write-api -p replicator -p read-api)
 
 export DATABASE_URL=${DATABASE_URL:-postgres://$CATALOGUE_DB_USER:$CATALOGUE_DB_PASSWORD@127.0.0.1:5432/products}
 export RABBITMQ_URL=${RABBITMQ_URL:-amqp://$CATALOGUE_AMQP_USER:$CATALOGUE_AMQP_PASSWORD@127.0.0.1:5672/$CATALOGUE_AMQP_VHOST}
