@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export TEST_PG_ADMIN_URL ?= postgres://catalogue:catalogue@127.0.0.1:5432/postgres
 TEST_THREADS ?= 8
 
-.PHONY: help run stop reset test test-faults test-fresh bench bench-quick lint fmt services clean-tests
+.PHONY: help run stop reset test test-faults test-fresh cluster-up cluster-down bench bench-quick lint fmt services clean-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ lint: ## Formatting and clippy, as CI runs them
 
 fmt: ## Format the code
 	cargo fmt --all
+
+cluster-up: ## Start a local three-node RabbitMQ cluster beside the machine's node (ports 5681-5683)
+	deploy/local/rabbitmq-cluster.sh up
+
+cluster-down: ## Stop the local RabbitMQ cluster and delete its data
+	deploy/local/rabbitmq-cluster.sh down
 
 clean-tests: ## Drop test databases and vhosts a killed test run left behind
 	deploy/local/clean-test-leftovers.sh

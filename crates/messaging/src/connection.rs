@@ -6,6 +6,7 @@ use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{Ack, BasicProperties, Cancel, Close, CloseChannel, Nack, Return};
 use tokio_util::sync::CancellationToken;
 
+use crate::address::Node;
 use crate::error::within;
 use crate::{BrokerAddress, MessagingError};
 
@@ -52,19 +53,32 @@ pub struct BrokerConnection {
 }
 
 impl BrokerConnection {
+    /// Connects to a node of `address` that answers, trying them in a random order, each
+    /// within the connect timeout.
     pub async fn open(
         address: &BrokerAddress,
         settings: &BrokerSettings,
     ) -> Result<Self, MessagingError> {
-        let mut arguments = OpenConnectionArguments::new(
-            &address.host,
-            address.port,
-            &address.user,
-            &address.password,
-        );
+        let mut failures = Vec::new();
+        for node in address.nodes_in_random_order() {
+            match Self::open_node(node, settings).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) if address.quorum_group_size().is_some() => {
+                    tracing::debug!(node = %node, %error, "broker node did not answer; trying the next");
+                    failures.push(format!("{node}: {error}"));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(MessagingError::NoNodeAnswered(failures.join("; ")))
+    }
+
+    async fn open_node(node: &Node, settings: &BrokerSettings) -> Result<Self, MessagingError> {
+        let mut arguments =
+            OpenConnectionArguments::new(&node.host, node.port, &node.user, &node.password);
         arguments
-            .virtual_host(&address.vhost)
-            .heartbeat(address.heartbeat.unwrap_or(settings.heartbeat))
+            .virtual_host(&node.vhost)
+            .heartbeat(node.heartbeat.unwrap_or(settings.heartbeat))
             .connection_name(&settings.connection_name);
         let connection = within(
             "open connection",

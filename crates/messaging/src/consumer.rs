@@ -71,7 +71,8 @@ impl Consumer {
             // The callback cancels `lost` on close or cancel; nothing else to read here.
             tokio::spawn(async move { while channel_events.recv().await.is_some() {} });
             if index == 0 {
-                topology::declare(&channel, settings.rpc_timeout).await?;
+                topology::declare(&channel, settings.rpc_timeout, address.quorum_group_size())
+                    .await?;
             }
             // Before consuming, and never global on a quorum queue
             // (docs/dependencies.md#amqprs-consumers-and-prefetch).

@@ -22,6 +22,9 @@ pub enum MessagingError {
     /// The broker refused or could not route a message.
     #[error("broker rejected message {message_id}: {reason}")]
     Rejected { message_id: String, reason: String },
+    /// No node of the cluster answered; each node's error.
+    #[error("no broker node answered: {0}")]
+    NoNodeAnswered(String),
 }
 
 impl MessagingError {

@@ -70,7 +70,7 @@ impl Publisher {
             channel.confirm_select(ConfirmSelectArguments::default()),
         )
         .await?;
-        topology::declare(&channel, settings.rpc_timeout).await?;
+        topology::declare(&channel, settings.rpc_timeout, address.quorum_group_size()).await?;
         Ok(Self {
             connection,
             channel,

@@ -42,14 +42,21 @@ pub fn queue_for(kind: ChangeKind) -> &'static str {
 }
 
 /// Declares the work queues and the dead-letter queue: durable quorum queues, dead-lettering
-/// at least once to `products.dlq`.
-pub async fn declare(channel: &Channel, timeout: Duration) -> Result<(), MessagingError> {
+/// at least once to `products.dlq`, with `group_size` replicas each on a cluster
+/// ([`crate::BrokerAddress::quorum_group_size`]). Every service declares them alike: a queue
+/// redeclared with other arguments is refused (406). The replication of a queue that exists
+/// already stays as it was (`rabbitmq-queues grow` adds members).
+pub async fn declare(
+    channel: &Channel,
+    timeout: Duration,
+    group_size: Option<u8>,
+) -> Result<(), MessagingError> {
     let mut dlq = QueueDeclareArguments::durable_client_named(DEAD_LETTER_QUEUE);
-    dlq.arguments(quorum());
+    dlq.arguments(quorum(group_size));
     within("declare products.dlq", timeout, channel.queue_declare(dlq)).await?;
 
     for queue in WORK_QUEUES {
-        let mut arguments = quorum();
+        let mut arguments = quorum(group_size);
         insert(
             &mut arguments,
             "x-dead-letter-exchange",
@@ -90,13 +97,21 @@ pub async fn declare(channel: &Channel, timeout: Duration) -> Result<(), Messagi
     Ok(())
 }
 
-fn quorum() -> FieldTable {
+fn quorum(group_size: Option<u8>) -> FieldTable {
     let mut table = FieldTable::new();
     insert(
         &mut table,
         "x-queue-type",
         FieldValue::S(long_str("quorum")),
     );
+    if let Some(size) = group_size {
+        // An integer, as every numeric queue argument must be.
+        insert(
+            &mut table,
+            "x-quorum-initial-group-size",
+            FieldValue::l(i64::from(size)),
+        );
+    }
     table
 }
 
