@@ -57,7 +57,6 @@ pub fn catch_up(
         margin: settings.catchup_margin_ms,
         page_size: settings.catchup_page_size,
         holder,
-        refused_before: Default::default(),
         dead_letters: DeadLetterTarget {
             address: BrokerAddress::parse(settings.rabbitmq_url.expose())
                 .context("parsing RABBITMQ_URL")?,

@@ -51,9 +51,6 @@ pub struct CatchUp {
     /// This process, as the holder of copy leases.
     pub holder: Uuid,
     pub dead_letters: DeadLetterTarget,
-    /// Refused changes already dead-lettered by this process, so a later round that copies
-    /// the same row again does not send it twice.
-    pub refused_before: std::sync::Mutex<std::collections::HashSet<(Uuid, i64)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,17 +281,11 @@ impl CatchUp {
 
     /// Refused rows go to the DLQ with the same headers as refusals on the live path.
     async fn dead_letter_refused(&self, copied: &CopyReport) -> Result<(), CatchUpError> {
-        let fresh: Vec<&(ProductRow, String)> = {
-            let sent = self
-                .refused_before
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            copied
-                .refused
-                .iter()
-                .filter(|(row, _)| !sent.contains(&(row.id, row.version)))
-                .collect()
-        };
+        let fresh: Vec<&(ProductRow, String)> = copied
+            .refused
+            .iter()
+            .filter(|(row, _)| self.replica.claim_refusal(row.id, row.version))
+            .collect();
         let messages: Vec<_> = fresh
             .iter()
             .filter_map(|(row, error)| {
@@ -317,7 +308,11 @@ impl CatchUp {
             &messages,
             "refused_by_replica",
         )
-        .await?;
+        .await
+        .inspect_err(|_| {
+            self.replica
+                .release_refusals(fresh.iter().map(|(row, _)| (row.id, row.version)));
+        })?;
         Ok(())
     }
 

@@ -176,7 +176,7 @@ impl Pipeline {
                             && event.version().get() == refused.version
                     })?;
                     tracing::error!(
-                        replica = %replica,
+                        replica = %replica.name,
                         product_id = %refused.product_id,
                         version = refused.version,
                         error = %refused.error,
@@ -187,13 +187,20 @@ impl Pipeline {
                         &Verdict {
                             reason: "refused_by_replica",
                             error: &refused.error,
-                            replica,
+                            replica: &replica.name,
                             attempts: 2,
                         },
                     ))
                 })
                 .collect();
-            dead_letter::publish(dead_letters, &refused, "refused_by_replica").await?;
+            if let Err(error) =
+                dead_letter::publish(dead_letters, &refused, "refused_by_replica").await
+            {
+                for (replica, refused) in &refusals {
+                    replica.release_refusals([(refused.product_id, refused.version)]);
+                }
+                return Err(error.into());
+            }
             if tracing::enabled!(tracing::Level::DEBUG) {
                 for (delivery, event) in &events {
                     tracing::debug!(
@@ -218,7 +225,7 @@ impl Pipeline {
         &self,
         prepared: &PreparedBatch,
         stop: &CancellationToken,
-    ) -> Result<(Vec<String>, Vec<(String, apply::Refused)>), SessionEnd> {
+    ) -> Result<(Vec<String>, Vec<(Arc<Replica>, apply::Refused)>), SessionEnd> {
         // The batch in hand finishes even when a stop is requested: its retries run to their
         // budget, bounded by the policy.
         let no_stop = CancellationToken::new();
@@ -233,7 +240,12 @@ impl Pipeline {
         for (replica, outcome) in self.replicas.iter().zip(outcomes) {
             if let ReplicaOutcome::Applied { refused, .. } = outcome {
                 applied_to.push(replica.name.clone());
-                refusals.extend(refused.into_iter().map(|r| (replica.name.clone(), r)));
+                refusals.extend(
+                    refused
+                        .into_iter()
+                        .filter(|r| replica.claim_refusal(r.product_id, r.version))
+                        .map(|r| (replica.clone(), r)),
+                );
                 continue;
             }
             if let ReplicaOutcome::Missed { error, attempts } = outcome

@@ -1,6 +1,7 @@
 //! One replica as the replicator sees it: its pool, whether its schema is in place, and
 //! whether live batches reach it or leave it to catch-up.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use service_kit::replicas::ReplicaTarget;
 use storage::{DbPool, StorageError};
+use uuid::Uuid;
 
 use crate::settings::Settings;
 
@@ -22,7 +24,15 @@ pub struct Replica {
     migration_deadline: Duration,
     migrated: AtomicBool,
     state: Mutex<LinkState>,
+    /// Refused changes (product id, version) this process already dead-lettered, on the live
+    /// path or by catch-up: a change both refuse, or a later round copies again, goes to the
+    /// DLQ once.
+    refusals_sent: Mutex<HashSet<(Uuid, i64)>>,
 }
+
+/// How many dead-lettered refusals a replica remembers before it starts over (a repeat after
+/// that is a duplicate DLQ entry, which replays harmlessly).
+const REFUSALS_REMEMBERED: usize = 10_000;
 
 /// Live batches reach a replica while it is `Up`. When one cannot take a batch within the
 /// live budget it is `Down`: batches skip it (each covered by a catch-up mark on the primary)
@@ -63,7 +73,32 @@ impl Replica {
             migration_deadline: settings.migration_timeout_ms,
             migrated: AtomicBool::new(false),
             state: Mutex::new(LinkState::Up),
+            refusals_sent: Mutex::default(),
         })
+    }
+
+    /// Claims the dead-lettering of `product_id`'s refusal at `version` for the caller:
+    /// false when this process already sent it (or is sending it, on the other path).
+    pub fn claim_refusal(&self, product_id: Uuid, version: i64) -> bool {
+        let mut sent = self.refusals_sent();
+        if sent.len() >= REFUSALS_REMEMBERED {
+            sent.clear();
+        }
+        sent.insert((product_id, version))
+    }
+
+    /// Gives back claims whose dead letters were not confirmed, so they are sent again.
+    pub fn release_refusals(&self, refusals: impl IntoIterator<Item = (Uuid, i64)>) {
+        let mut sent = self.refusals_sent();
+        for refusal in refusals {
+            sent.remove(&refusal);
+        }
+    }
+
+    fn refusals_sent(&self) -> std::sync::MutexGuard<'_, HashSet<(Uuid, i64)>> {
+        self.refusals_sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Applies pending migrations once per process, on first contact, within `limit` (and

@@ -154,8 +154,33 @@ async fn a_replica_restored_from_an_older_backup_is_copied_in_full() {
     let stack = stack(2, &[], 1).await;
     writes(&stack, 300, 8).await;
     stack.wait_converged().await;
-    // "Restore" replica-2 to an earlier state: rows and counter from before the last writes.
+    // What makes a restore visible is the primary's record of the counter: wait until catch-up
+    // has recorded the replica's count after the writes (a backup newer than the record
+    // cannot be told from the live replica).
     let mut replica = stack.replicas[1].connect().await;
+    let mut primary = stack.primary.connect().await;
+    let recorded_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied = counter(
+            &mut replica,
+            "SELECT events_applied AS n FROM replication_status",
+        )
+        .await;
+        let recorded = counter(
+            &mut primary,
+            "SELECT events_applied AS n FROM replica_progress WHERE replica = 'replica-2'",
+        )
+        .await;
+        if recorded.is_some() && recorded == applied {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < recorded_deadline,
+            "catch-up never recorded replica-2's count: {recorded:?} recorded, {applied:?} applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // "Restore" replica-2 to an earlier state: rows and counter from before the last writes.
     replica
         .batch_execute(
             "DELETE FROM products WHERE id IN \
@@ -173,4 +198,21 @@ async fn a_replica_restored_from_an_older_backup_is_copied_in_full() {
         replicator.log().contains("history went back").then_some(())
     })
     .await;
+}
+
+/// The single `n` a query returns, if any row.
+async fn counter(conn: &mut diesel_async::AsyncPgConnection, query: &str) -> Option<i64> {
+    use diesel::OptionalExtension;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(query)
+        .get_result::<Count>(conn)
+        .await
+        .optional()
+        .unwrap()
+        .map(|count| count.n)
 }
