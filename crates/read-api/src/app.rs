@@ -47,6 +47,7 @@ impl Application {
             let pool =
                 storage::pool::build(target.url.expose(), &settings.pool_settings(&target.name))
                     .with_context(|| format!("building the pool of {}", target.name))?;
+            let probe_pool = probe_pool(&settings, target.url.expose(), &target.name)?;
             let weight = settings.replica_weights.of(&target.name);
             replicas.push(Arc::new(
                 Source::new(
@@ -56,6 +57,7 @@ impl Application {
                     policy,
                     breaker_opened.clone(),
                 )
+                .with_probe_pool(probe_pool)
                 .with_weight(weight),
             ));
         }
@@ -66,13 +68,11 @@ impl Application {
             &settings.pool_settings(PRIMARY),
         )
         .context("building the primary's read-only pool")?;
-        let primary = Some(Arc::new(Source::new(
-            PRIMARY,
-            Role::Primary,
-            pool,
-            policy,
-            breaker_opened.clone(),
-        )));
+        let probe = probe_pool(&settings, settings.database_url.expose(), PRIMARY)?;
+        let primary = Some(Arc::new(
+            Source::new(PRIMARY, Role::Primary, pool, policy, breaker_opened.clone())
+                .with_probe_pool(probe),
+        ));
         let router = Arc::new(Router::new(
             replicas,
             primary,
@@ -132,4 +132,13 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         Ok(self.supervisor.run().await?)
     }
+}
+
+/// One connection for a source's health checks, apart from its reads.
+fn probe_pool(settings: &Settings, url: &str, source: &str) -> anyhow::Result<storage::DbPool> {
+    let mut pool_settings = settings.pool_settings(&format!("{source} health"));
+    pool_settings.max_size = 1;
+    pool_settings.acquire_timeout = settings.health_check_timeout_ms;
+    storage::pool::build(url, &pool_settings)
+        .with_context(|| format!("building the health-check pool of {source}"))
 }

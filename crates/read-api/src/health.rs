@@ -29,7 +29,7 @@ pub async fn check_all(router: &Router, timeout: Duration) {
         .filter(|s| s.probe_due(started))
         .collect();
     let samples: Vec<Result<ReplicaSample, StorageError>> = join_all(due.iter().map(|source| {
-        pool::with_connection(source.pool(), timeout, async |conn| {
+        pool::with_connection(source.probe_pool(), timeout, async |conn| {
             storage::staleness::replica_sample(conn).await
         })
     }))
@@ -43,7 +43,7 @@ pub async fn check_all(router: &Router, timeout: Duration) {
         .collect();
     let primary = match router.primary().filter(|p| p.probe_due(started)) {
         Some(source) => {
-            let sample = pool::with_connection(source.pool(), timeout, async |conn| {
+            let sample = pool::with_connection(source.probe_pool(), timeout, async |conn| {
                 storage::staleness::primary_sample(conn, &levels).await
             })
             .await;

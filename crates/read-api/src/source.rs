@@ -57,6 +57,7 @@ pub struct Source {
     name: Arc<str>,
     role: Role,
     pool: DbPool,
+    probe_pool: Option<DbPool>,
     policy: Policy,
     /// Its share of reads relative to the others; 0 drains it.
     weight: u32,
@@ -148,6 +149,7 @@ impl Source {
             name: name.into(),
             role,
             pool,
+            probe_pool: None,
             weight: 1,
             latency: PeakEwma::new(policy.latency_decay),
             policy,
@@ -156,6 +158,18 @@ impl Source {
             health: Mutex::new(Health::default()),
             breaker_opened,
         }
+    }
+
+    /// This source with its own connection for health checks, so that a check never waits
+    /// behind reads for a pooled connection (a busy replica is not a dead one).
+    pub fn with_probe_pool(mut self, probe_pool: DbPool) -> Self {
+        self.probe_pool = Some(probe_pool);
+        self
+    }
+
+    /// The pool health checks use: their own when given, else the reads'.
+    pub fn probe_pool(&self) -> &DbPool {
+        self.probe_pool.as_ref().unwrap_or(&self.pool)
     }
 
     /// This source with `weight` (default 1; 0 drains it).
