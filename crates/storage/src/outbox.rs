@@ -90,20 +90,34 @@ pub async fn enqueue(
     product: &Product,
     request_id: Option<&str>,
 ) -> Result<(), StorageError> {
-    let row = NewOutboxRow {
-        event_id: Uuid::now_v7(),
-        product_id: product.id.as_uuid(),
-        version: product.version.get(),
-        name: product.name.as_str(),
-        price_cents: product.price.cents(),
-        stock: product.stock.units(),
-        created_at: product.created_at,
-        updated_at: product.updated_at,
-        deleted_at: product.deleted_at,
-        request_id,
-    };
+    enqueue_all(conn, &[(product, request_id)]).await
+}
+
+/// [`enqueue`] for many changes, in one statement (in the order given, so `seq` follows it).
+pub async fn enqueue_all(
+    conn: &mut AsyncPgConnection,
+    changes: &[(&Product, Option<&str>)],
+) -> Result<(), StorageError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<NewOutboxRow<'_>> = changes
+        .iter()
+        .map(|(product, request_id)| NewOutboxRow {
+            event_id: Uuid::now_v7(),
+            product_id: product.id.as_uuid(),
+            version: product.version.get(),
+            name: product.name.as_str(),
+            price_cents: product.price.cents(),
+            stock: product.stock.units(),
+            created_at: product.created_at,
+            updated_at: product.updated_at,
+            deleted_at: product.deleted_at,
+            request_id: *request_id,
+        })
+        .collect();
     diesel::insert_into(outbox::table)
-        .values(&row)
+        .values(&rows)
         .execute(conn)
         .await?;
     Ok(())

@@ -90,6 +90,67 @@ async fn fetch(
     row.optional()?.map(ProductRow::into_product).transpose()
 }
 
+/// Takes transaction-scoped advisory locks on `ids` (live, deleted or absent alike), in one
+/// fixed order so two groups of writes never deadlock, and then reads their rows and the
+/// transaction's `now()`. Every write goes through this (one group at a time per id), so the
+/// rows read are the latest and an absent id stays absent until the lock is released.
+///
+/// Two statements: in READ COMMITTED a statement sees what was committed when it *began*, so
+/// the rows must be read after the locks are held, not in the statement that waits for them.
+pub async fn lock_group(
+    conn: &mut AsyncPgConnection,
+    ids: &[ProductId],
+) -> Result<(DateTime<Utc>, Vec<Product>), StorageError> {
+    use diesel::sql_types::{Array, Int8};
+    let mut keys: Vec<i64> = ids.iter().map(|id| lock_key(*id)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+        .bind::<Array<Int8>, _>(keys)
+        .execute(conn)
+        .await?;
+    let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let now: DateTime<Utc> =
+        diesel::select(diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>())
+            .get_result(conn)
+            .await?;
+    let rows: Vec<ProductRow> = products::table
+        .filter(products::id.eq_any(uuids))
+        .select(ProductRow::as_select())
+        .load(conn)
+        .await?;
+    let products = rows
+        .into_iter()
+        .map(ProductRow::into_product)
+        .collect::<Result<_, _>>()?;
+    Ok((now, products))
+}
+
+/// A product id's advisory lock key: its 128 bits folded to 64 (collisions only make two
+/// unrelated writes wait for each other).
+fn lock_key(id: ProductId) -> i64 {
+    let (high, low) = id.as_uuid().as_u64_pair();
+    i64::from_ne_bytes((high ^ low).to_ne_bytes())
+}
+
+/// Stores `rows` (each a product's state after the writes of one group), one statement.
+pub async fn store(conn: &mut AsyncPgConnection, rows: &[ProductRow]) -> Result<(), StorageError> {
+    let stored = crate::replica::apply(conn, rows).await?;
+    if stored != rows.len() {
+        // Every row is one version above what was read under the lock: anything else means a
+        // writer that skipped the lock.
+        return Err(StorageError::Corrupt {
+            table: "products",
+            reason: format!(
+                "{} of {} rows were newer than the locked read",
+                rows.len() - stored,
+                rows.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// What a page of the live listing asks for: rows after a keyset position in
 /// `(created_at, id)` order, narrowed by the documented filters.
 #[derive(Debug, Clone, Default)]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{self, WriteToken};
 use crate::catalogue::Catalogue;
+use crate::group_commit::GroupCommit;
 use crate::readiness::Readiness;
 use crate::relay::{BrokerStatus, Relay};
 use crate::routes;
@@ -63,11 +64,16 @@ impl Application {
             heartbeat: Some(settings.heartbeat_interval_ms).filter(|i| !i.is_zero()),
         };
 
-        let catalogue = web::Data::new(Catalogue::new(
+        let (writes, committers) = GroupCommit::start(
             pool.clone(),
-            settings.request_timeout_ms,
+            settings.group_settings(),
             outbox_written,
-        ));
+            &supervisor.stop_token(),
+        );
+        for (index, committer) in committers.into_iter().enumerate() {
+            supervisor.spawn(format!("group committer {}", index + 1), committer);
+        }
+        let catalogue = web::Data::new(Catalogue::new(writes));
         let readiness = web::Data::new(Readiness {
             pool,
             broker: status_rx,

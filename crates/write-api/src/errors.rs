@@ -27,6 +27,7 @@ impl From<WriteError> for ApiError {
                 },
             ),
             WriteError::Storage(error) => storage_error(&error),
+            WriteError::Group(error) => storage_error(&error),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! write-api: the write side of the catalogue.
 //!
-//! - [`catalogue`]: create, replace, patch and delete, each one transaction writing the
-//!   product and its outbox row.
+//! - [`catalogue`]: create, replace, patch and delete; [`change`] decides what each does to a
+//!   row; [`group_commit`] runs concurrent writes in one transaction (products and outbox
+//!   rows together).
 //! - [`relay`]: publishes the outbox to RabbitMQ with confirms, then deletes what was confirmed.
 //! - [`routes`]: the HTTP handlers; [`errors`] maps failures to status codes.
 //! - [`access`]: the bearer token writes need when `WRITE_API_TOKEN` is set.
@@ -11,7 +12,9 @@
 pub mod access;
 pub mod app;
 pub mod catalogue;
+pub mod change;
 pub mod errors;
+pub mod group_commit;
 pub mod openapi;
 pub mod preconditions;
 pub mod readiness;

@@ -52,6 +52,13 @@ pub struct Settings {
     /// replica, so the pipeline's delay shows when nobody writes; 0 turns it off.
     #[serde(with = "millis")]
     pub heartbeat_interval_ms: Duration,
+    /// Groups of concurrent writes committing at once (each holds a connection meanwhile).
+    pub group_commit_committers: usize,
+    /// How long a group waits for more writes while others commit (µs); an idle service
+    /// never waits.
+    pub group_commit_window_us: u64,
+    /// Most writes in one group (one transaction).
+    pub group_commit_max_writes: usize,
     /// `text` or `json`.
     pub log_format: String,
     /// When set, writes need `Authorization: Bearer <token>`.
@@ -80,6 +87,9 @@ impl Default for Settings {
             relay_poll_interval_ms: Duration::from_secs(1),
             relay_confirm_timeout_ms: Duration::from_secs(10),
             heartbeat_interval_ms: Duration::from_secs(5),
+            group_commit_committers: 4,
+            group_commit_window_us: 200,
+            group_commit_max_writes: 256,
             log_format: "text".into(),
             write_api_token: SecretText::default(),
         }
@@ -91,6 +101,16 @@ impl service_kit::config::Settings for Settings {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if self.db_pool_size == 0 {
             return invalid("db_pool_size must be at least 1".into());
+        }
+        if !(1..=self.db_pool_size).contains(&self.group_commit_committers) {
+            return invalid(
+                "group_commit_committers must be between 1 and db_pool_size (each holds a \
+                 connection while its group commits)"
+                    .into(),
+            );
+        }
+        if !(1..=4096).contains(&self.group_commit_max_writes) {
+            return invalid("group_commit_max_writes must be between 1 and 4096".into());
         }
         if !(1..=10_000).contains(&self.relay_batch_size) {
             return invalid("relay_batch_size must be between 1 and 10000".into());
@@ -126,6 +146,15 @@ impl Settings {
             port: self.port,
             workers: self.http_workers,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
+        }
+    }
+
+    pub fn group_settings(&self) -> crate::group_commit::GroupSettings {
+        crate::group_commit::GroupSettings {
+            committers: self.group_commit_committers,
+            window: Duration::from_micros(self.group_commit_window_us),
+            max_writes: self.group_commit_max_writes,
+            deadline: self.request_timeout_ms,
         }
     }
 

@@ -6,6 +6,7 @@ mod access;
 mod bad_input;
 mod create;
 mod database;
+mod group_commit;
 mod helpers;
 mod ops;
 mod relay;
