@@ -92,18 +92,33 @@ pub fn load_from<T: Settings>(
 
     // Only variables that name a known key: the rest of the environment (PATH, HOME, …) is
     // none of our business, and would only collide with keys.
-    let env: HashMap<String, String> = env
+    let mut env: HashMap<String, String> = env
         .into_iter()
         .filter(|(name, _)| known.contains(name.to_ascii_lowercase().as_str()))
         .collect();
-    let mut environment = Environment::default()
-        .source(Some(env))
-        .try_parsing(true)
-        .list_separator(",")
-        .ignore_empty(true);
+    // Values stay strings until each field asks for its type: parsing them up front would turn
+    // a secret such as `007` into the number 7. Lists are split here instead.
     for key in LIST_KEYS {
-        environment = environment.with_list_parse_key(key);
+        let Some(name) = env
+            .keys()
+            .find(|name| name.eq_ignore_ascii_case(key))
+            .cloned()
+        else {
+            continue;
+        };
+        let value = env.remove(&name).unwrap_or_default();
+        if value.trim().is_empty() {
+            continue;
+        }
+        let items: Vec<String> = value
+            .split(',')
+            .map(|item| item.trim().to_owned())
+            .collect();
+        builder = builder
+            .set_override(*key, items)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     }
+    let environment = Environment::default().source(Some(env)).ignore_empty(true);
     builder = builder.add_source(environment);
 
     let settings: T = builder
@@ -188,6 +203,8 @@ mod tests {
         #[serde(with = "millis")]
         timeout_ms: Duration,
         log_format: String,
+        token: crate::SecretText,
+        run_migrations: bool,
     }
 
     impl Default for Sample {
@@ -198,6 +215,8 @@ mod tests {
                 replica_urls: Vec::new(),
                 timeout_ms: Duration::from_millis(500),
                 log_format: "text".into(),
+                token: crate::SecretText::default(),
+                run_migrations: true,
             }
         }
     }
@@ -301,5 +320,27 @@ mod tests {
         assert!(load_from::<Sample>(None, env(&[("PORT", "eighty")])).is_err());
         let error = load_from::<Sample>(None, env(&[("PORT", "0")])).unwrap_err();
         assert!(error.to_string().contains("port must not be 0"));
+    }
+
+    #[test]
+    fn numeric_looking_strings_survive_and_typed_values_still_parse() {
+        for secret in ["007", "123456", "1e3", "true"] {
+            let sample: Sample = load_from(
+                None,
+                env(&[
+                    ("TOKEN", secret),
+                    ("PORT", "8081"),
+                    ("TIMEOUT_MS", "250"),
+                    ("RUN_MIGRATIONS", "false"),
+                    ("REPLICA_URLS", "postgres://a/x, postgres://b/x"),
+                ]),
+            )
+            .unwrap();
+            assert_eq!(sample.token.expose(), secret);
+            assert_eq!(sample.port, 8081);
+            assert_eq!(sample.timeout_ms, Duration::from_millis(250));
+            assert!(!sample.run_migrations);
+            assert_eq!(sample.replica_urls, ["postgres://a/x", "postgres://b/x"]);
+        }
     }
 }
