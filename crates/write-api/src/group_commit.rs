@@ -97,8 +97,8 @@ impl GroupCommit {
         )
     }
 
-    /// Queues `change` and waits for its group's answer. The answer comes within the queue
-    /// wait plus one group's deadline, both bounded.
+    /// Queues `change` and waits for its group's answer: within the queue wait plus two tries
+    /// of a group (each bounded by the deadline), else `outcome_unknown`.
     pub async fn write(&self, change: Change, request_id: &str) -> Answer {
         let (reply, answer) = oneshot::channel();
         let job = Job {
