@@ -42,6 +42,10 @@ pub async fn apply(
     if rows.is_empty() {
         return Ok(0);
     }
+    // Rows are locked in array order: in id order, a live batch and a catch-up page (or two
+    // replicator instances) touching the same rows wait for each other instead of deadlocking.
+    let mut rows: Vec<&ProductRow> = rows.iter().collect();
+    rows.sort_unstable_by_key(|row| row.id);
     // Arrays bound once and unnested: 8 parameters for any batch size, far below the
     // protocol's 65,535-parameter limit, and one plan.
     let query = diesel::sql_query(

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use proptest::prelude::*;
 use storage::products::ProductRow;
-use storage::replica::{apply_batch, newest_per_id};
+use storage::replica::{apply, apply_batch, newest_per_id};
 use storage::schema::products;
 use uuid::Uuid;
 
@@ -138,4 +138,40 @@ async fn an_older_version_never_overwrites_a_newer_one() {
         .await
         .unwrap();
     assert_eq!(stored, rows[2]);
+}
+
+/// A catch-up page and a live batch touching the same rows in different orders: each locks
+/// in id order, so the second waits for the first instead of holding one row while waiting
+/// for another (a deadlock PostgreSQL breaks by failing one of them).
+#[tokio::test]
+async fn batches_touching_the_same_rows_in_any_order_do_not_deadlock() {
+    let (db, mut first) = crate::migrated().await;
+    let mut ids = [Uuid::new_v4(), Uuid::new_v4()];
+    ids.sort();
+    let [low, high] = ids.map(|id| versions(id, &[Some((1, 100, 1)), Some((2, 200, 2))]));
+    for statement in ["BEGIN", "SET LOCAL lock_timeout = '5s'"] {
+        diesel::sql_query(statement)
+            .execute(&mut first)
+            .await
+            .unwrap();
+    }
+    apply(&mut first, &[low[0].clone()]).await.unwrap();
+    // Listed high first: applied in that order it would lock `high`, then wait for `low`.
+    let second = {
+        let mut conn = db.connect().await;
+        let batch = [high[1].clone(), low[1].clone()];
+        tokio::spawn(async move { apply_batch(&mut conn, &batch, None).await })
+    };
+    // Long enough for the second batch to queue behind `low`.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let high_from_first = apply(&mut first, &[high[0].clone()]).await;
+    diesel::sql_query("COMMIT")
+        .execute(&mut first)
+        .await
+        .unwrap();
+    assert!(
+        high_from_first.is_ok(),
+        "the first batch could not take the second row: {high_from_first:?}"
+    );
+    assert_eq!(second.await.unwrap().unwrap(), 2);
 }
