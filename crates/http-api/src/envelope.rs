@@ -31,7 +31,7 @@ pub fn not_ready<T: Serialize>(error: &str, report: T) -> HttpResponse {
     HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(serde_json::json!({
         "success": false,
         "error": error,
-        "code": "not_ready",
+        "code": crate::ErrorCode::NotReady,
         "data": report,
     }))
 }

@@ -5,13 +5,14 @@ use actix_web::{HttpResponse, ResponseError};
 use domain::{FieldError, InvalidInput};
 use serde::Serialize;
 
+use crate::ErrorCode;
+
 /// An error answer: status, a stable machine `code`, a message for people, and for invalid
 /// input the field-by-field details. Every handler error becomes one of these, in one place
 /// per API, and this is the only place that turns them into HTTP.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     details: Vec<FieldError>,
     /// Seconds for `Retry-After`; every 503 carries one.
@@ -25,7 +26,7 @@ pub const DEFAULT_RETRY_AFTER_S: u32 = 1;
 struct ErrorBody<'a> {
     success: bool,
     error: &'a str,
-    code: &'a str,
+    code: ErrorCode,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     details: &'a [FieldError],
 }
@@ -38,9 +39,9 @@ impl From<InvalidInput> for ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An answer with `code`'s status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             details: Vec::new(),
@@ -48,28 +49,12 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
     /// 400 listing every bad field.
     pub fn invalid_input(input: &InvalidInput) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "validation_failed",
-            message: input.to_string(),
             details: input.errors().to_vec(),
-            retry_after: None,
+            ..Self::new(ErrorCode::ValidationFailed, input.to_string())
         }
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    /// 503: a dependency (database, broker) is down or too slow; retrying later may work.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     /// Sets `Retry-After` (in seconds). A 503 without one says 1 second.
@@ -89,38 +74,34 @@ impl ApiError {
             source = cause.source();
         }
         tracing::error!(error = %chain, "{context}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; it has been logged",
-        )
+        Self::new(ErrorCode::Internal, "internal error; it has been logged")
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.code, self.message)
+        write!(f, "{} ({}): {}", self.status(), self.code, self.message)
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
+        let mut response = HttpResponse::build(self.status());
         let retry_after = match self.retry_after {
             Some(seconds) => Some(seconds),
-            None if self.status == StatusCode::SERVICE_UNAVAILABLE => Some(DEFAULT_RETRY_AFTER_S),
+            None if self.status() == StatusCode::SERVICE_UNAVAILABLE => Some(DEFAULT_RETRY_AFTER_S),
             None => None,
         };
         if let Some(seconds) = retry_after {
@@ -151,12 +132,11 @@ mod tests {
 
     #[test]
     fn every_503_says_when_to_retry_and_nothing_else_does() {
-        assert_eq!(
-            retry_after(&ApiError::unavailable("busy")).as_deref(),
-            Some("1")
-        );
-        let custom = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "x", "y").retry_after(5);
+        for &code in ErrorCode::ALL {
+            let expected = (code.status() == StatusCode::SERVICE_UNAVAILABLE).then(|| "1".into());
+            assert_eq!(retry_after(&ApiError::new(code, "")), expected, "{code}");
+        }
+        let custom = ApiError::new(ErrorCode::Unavailable, "y").retry_after(5);
         assert_eq!(retry_after(&custom).as_deref(), Some("5"));
-        assert_eq!(retry_after(&ApiError::not_found("gone")), None);
     }
 }

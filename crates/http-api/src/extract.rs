@@ -3,11 +3,10 @@
 use std::future::{Ready, ready};
 
 use actix_web::error::JsonPayloadError;
-use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use domain::ProductId;
 
-use crate::ApiError;
+use crate::{ApiError, ErrorCode};
 
 /// The `{id}` path segment as a [`ProductId`]; a non-UUID is a 400 in the envelope (actix's
 /// own answer would be a plain-text 404).
@@ -23,7 +22,7 @@ impl FromRequest for ProductIdPath {
         ready(
             ProductId::parse(raw)
                 .map(ProductIdPath)
-                .map_err(|e| ApiError::bad_request("invalid_id", e.message)),
+                .map_err(|e| ApiError::new(ErrorCode::InvalidId, e.message)),
         )
     }
 }
@@ -59,21 +58,19 @@ fn json_error(error: JsonPayloadError) -> ApiError {
     match error {
         JsonPayloadError::Overflow { limit }
         | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the body is larger than {limit} bytes"),
         ),
         JsonPayloadError::ContentType => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the body must be JSON, sent with Content-Type: application/json",
         ),
         JsonPayloadError::Deserialize(e) if e.is_syntax() || e.is_eof() => {
-            ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
+            ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}"))
         }
         JsonPayloadError::Deserialize(e) => {
-            ApiError::bad_request("invalid_body", format!("invalid body: {e}"))
+            ApiError::new(ErrorCode::InvalidBody, format!("invalid body: {e}"))
         }
-        other => ApiError::bad_request("invalid_body", format!("unreadable body: {other}")),
+        other => ApiError::new(ErrorCode::InvalidBody, format!("unreadable body: {other}")),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`envelope`]: `{"success": true, "data": …, "message": "…"}` and
 //!   `{"success": false, "error": "…", "code": "…"}`, as the Node.js demo answered.
-//! - [`ApiError`]: the one error type handlers return; status codes are decided here.
+//! - [`ApiError`]: the one error type handlers return; [`ErrorCode`]: every `code` with its
+//!   status, so status codes are decided here.
 //! - [`ProductView`]: a product on the wire (camelCase, price as a JSON number).
 //! - [`extract`]: the product id in the path, and JSON bodies with size and type limits.
 //! - [`middleware`]: `X-Request-Id`, a span per request, and request metrics.
@@ -10,6 +11,7 @@
 
 pub mod envelope;
 mod error;
+mod error_code;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
@@ -17,4 +19,5 @@ pub mod ops;
 mod view;
 
 pub use error::ApiError;
+pub use error_code::ErrorCode;
 pub use view::ProductView;

@@ -55,8 +55,7 @@ pub struct ErrorEnvelope {
     pub success: bool,
     #[schema(example = "price must have at most 2 decimal places")]
     pub error: String,
-    #[schema(example = "validation_failed")]
-    pub code: String,
+    pub code: crate::ErrorCode,
     pub details: Option<Vec<FieldProblem>>,
 }
 

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use domain::ProductId;
-use http_api::ApiError;
+use http_api::{ApiError, ErrorCode};
 
 use crate::list_query::InvalidQuery;
 use crate::min_version::InvalidMinVersion;
@@ -28,7 +28,7 @@ impl Failure {
     /// 404 for an id that is absent or deleted on the source that answered.
     pub fn not_found(id: ProductId, served_by: Arc<str>) -> Self {
         Self {
-            error: ApiError::not_found(format!("product {id} not found")),
+            error: ApiError::new(ErrorCode::NotFound, format!("product {id} not found")),
             served_by: Some(served_by),
         }
     }
@@ -76,11 +76,11 @@ impl From<ReadFailure> for Failure {
         let ReadFailure { error, served_by } = failure;
         tracing::warn!(%error, served_by = served_by.as_deref(), "read not served");
         let code = match &error {
-            ReadError::NoSource(_) | ReadError::Failed { .. } => "unavailable",
-            ReadError::VersionNotReplicated { .. } => "version_not_replicated",
+            ReadError::NoSource(_) | ReadError::Failed { .. } => ErrorCode::Unavailable,
+            ReadError::VersionNotReplicated { .. } => ErrorCode::VersionNotReplicated,
         };
         Self {
-            error: ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string()),
+            error: ApiError::new(code, error.to_string()),
             served_by,
         }
     }
@@ -89,9 +89,9 @@ impl From<ReadFailure> for Failure {
 impl From<InvalidQuery> for ApiError {
     fn from(error: InvalidQuery) -> Self {
         match error {
-            InvalidQuery::Parameters(message) => ApiError::bad_request("invalid_query", message),
+            InvalidQuery::Parameters(message) => ApiError::new(ErrorCode::InvalidQuery, message),
             InvalidQuery::Cursor(error) => {
-                ApiError::bad_request("invalid_cursor", error.to_string())
+                ApiError::new(ErrorCode::InvalidCursor, error.to_string())
             }
         }
     }
@@ -99,6 +99,6 @@ impl From<InvalidQuery> for ApiError {
 
 impl From<InvalidMinVersion> for ApiError {
     fn from(error: InvalidMinVersion) -> Self {
-        ApiError::bad_request("invalid_min_version", error.to_string())
+        ApiError::new(ErrorCode::InvalidMinVersion, error.to_string())
     }
 }

@@ -1,11 +1,10 @@
 //! HTTP routes. Each handler parses its input first, calls one router operation, and shapes
 //! the answer; errors become HTTP in `errors.rs`.
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use http_api::extract::ProductIdPath;
-use http_api::{ApiError, ProductView};
+use http_api::{ApiError, ErrorCode, ProductView};
 
 use crate::errors::{Failure, set_served_by};
 use crate::list_query::ListRequest;
@@ -53,7 +52,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
 async fn list(router: web::Data<Router>, req: HttpRequest) -> Result<HttpResponse, Failure> {
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| {
-            ApiError::bad_request("invalid_query", format!("malformed query string: {e}"))
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("malformed query string: {e}"),
+            )
         })?
         .into_inner();
     let request = ListRequest::parse(&pairs).map_err(ApiError::from)?;
@@ -104,8 +106,7 @@ async fn get(
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     let error = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed on {}; read-api only reads (GET), writes go to write-api",
             req.method(),
@@ -121,6 +122,9 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 
 /// Any path no route matches.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    let error = ApiError::not_found(format!("no endpoint at {} {}", req.method(), req.path()));
+    let error = ApiError::new(
+        ErrorCode::NotFound,
+        format!("no endpoint at {} {}", req.method(), req.path()),
+    );
     actix_web::ResponseError::error_response(&error)
 }

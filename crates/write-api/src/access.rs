@@ -5,11 +5,10 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
-use http_api::ApiError;
+use http_api::{ApiError, ErrorCode};
 use service_kit::SecretText;
 use subtle::ConstantTimeEq;
 
@@ -37,8 +36,7 @@ pub async fn require_token(
         if !matches {
             tracing::warn!(path = %req.path(), method = %req.method(), "write refused: missing or wrong bearer token");
             let error = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "writes need Authorization: Bearer <token>",
             );
             let mut response = error.error_response();

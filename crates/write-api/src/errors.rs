@@ -1,7 +1,6 @@
 //! The one place where write-api's errors become HTTP answers.
 
-use actix_web::http::StatusCode;
-use http_api::ApiError;
+use http_api::{ApiError, ErrorCode};
 use storage::StorageError;
 
 use crate::catalogue::WriteError;
@@ -10,15 +9,15 @@ use crate::preconditions::InvalidIfMatch;
 impl From<WriteError> for ApiError {
     fn from(error: WriteError) -> Self {
         match error {
-            WriteError::NotFound(id) => ApiError::not_found(format!("product {id} not found")),
+            WriteError::NotFound(id) => {
+                ApiError::new(ErrorCode::NotFound, format!("product {id} not found"))
+            }
             WriteError::AlreadyExists(id) => ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
+                ErrorCode::AlreadyExists,
                 format!("product {id} already exists; use PUT to replace it"),
             ),
             WriteError::PreconditionFailed { id, current } => ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
+                ErrorCode::PreconditionFailed,
                 match current {
                     Some(version) => format!(
                         "product {id} is at version {version}, which If-Match does not name"
@@ -34,7 +33,7 @@ impl From<WriteError> for ApiError {
 
 impl From<InvalidIfMatch> for ApiError {
     fn from(error: InvalidIfMatch) -> Self {
-        ApiError::bad_request("invalid_if_match", error.to_string())
+        ApiError::new(ErrorCode::InvalidIfMatch, error.to_string())
     }
 }
 
@@ -46,15 +45,11 @@ pub fn storage_error(error: &StorageError) -> ApiError {
     match error {
         StorageError::OutcomeUnknown { .. } => {
             tracing::warn!(error = %error.report(), "write outcome unknown: lost while committing");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "outcome_unknown",
-                OUTCOME_UNKNOWN,
-            )
+            ApiError::new(ErrorCode::OutcomeUnknown, OUTCOME_UNKNOWN)
         }
         _ if error.is_transient() => {
             tracing::warn!(error = %error.report(), "primary database unavailable; answered 503");
-            ApiError::unavailable(UNAVAILABLE)
+            ApiError::new(ErrorCode::Unavailable, UNAVAILABLE)
         }
         _ => ApiError::internal("write failed", error),
     }
@@ -73,6 +68,7 @@ mod tests {
     use std::time::Duration;
 
     use actix_web::ResponseError;
+    use actix_web::http::StatusCode;
 
     use super::*;
 
@@ -91,7 +87,7 @@ mod tests {
             cause: Box::new(lost()),
         });
         assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(error.code(), "outcome_unknown");
+        assert_eq!(error.code(), ErrorCode::OutcomeUnknown);
         let response = error.error_response();
         let retry_after = response.headers().get("retry-after").unwrap();
         assert_eq!(retry_after.to_str().unwrap(), "1");
@@ -111,7 +107,7 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "{error:?}"
             );
-            assert_eq!(answer.code(), "unavailable");
+            assert_eq!(answer.code(), ErrorCode::Unavailable);
         }
         let bug = storage_error(&StorageError::Query(diesel::result::Error::NotFound));
         assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);

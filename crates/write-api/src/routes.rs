@@ -8,7 +8,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
 use domain::{Product, ProductBody};
 use http_api::extract::{ProductIdPath, RequestId};
-use http_api::{ApiError, ProductView, envelope};
+use http_api::{ApiError, ErrorCode, ProductView, envelope};
 
 use http_api::openapi::{EmptyEnvelope, ErrorEnvelope, ProductEnvelope};
 
@@ -158,8 +158,7 @@ async fn method_not_allowed(req: HttpRequest, allowed: &'static str) -> HttpResp
         ""
     };
     let error = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed on {}; use {allowed}{hint}",
             req.method(),
@@ -175,7 +174,10 @@ async fn method_not_allowed(req: HttpRequest, allowed: &'static str) -> HttpResp
 
 /// Any path no route matches.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    let error = ApiError::not_found(format!("no endpoint at {} {}", req.method(), req.path()));
+    let error = ApiError::new(
+        ErrorCode::NotFound,
+        format!("no endpoint at {} {}", req.method(), req.path()),
+    );
     actix_web::ResponseError::error_response(&error)
 }
 
