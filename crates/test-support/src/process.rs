@@ -1,5 +1,6 @@
 //! The project's binaries as real processes, for end-to-end and fault tests.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -17,27 +18,33 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The path of a workspace binary, built first if this test run did not build it (a
-/// package's tests only build that package's own binaries).
+/// The path of a workspace binary, built (or found fresh) by `cargo build` once per test
+/// process: a package's tests only build that package's own binaries, and a binary left
+/// over from an earlier build may be stale.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    static BUILD_LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    static BUILT: OnceLock<std::sync::Mutex<HashSet<String>>> = OnceLock::new();
     let target_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(PathBuf::from))
         .expect("test binary under target/<profile>/deps");
-    let path = target_dir.join(name);
-    let _guard = BUILD_LOCK
+    let mut built = BUILT
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !path.exists() {
+    if built.insert(name.to_owned()) {
+        // The profile directory `debug` is the `dev` profile; the others carry its name.
+        let profile = match target_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--bin", name])
+            .args(["build", "--locked", "--workspace", "--profile", profile])
+            .args(["--bin", name])
             .status()
             .expect("running cargo build");
         assert!(status.success(), "cargo build --bin {name} failed");
     }
-    path
+    target_dir.join(name)
 }
 
 /// A running service process, killed when dropped. Its output goes to a log file that is
@@ -50,6 +57,9 @@ pub struct ServiceProcess {
     env: Vec<(String, String)>,
     child: Option<Child>,
     pub log_path: PathBuf,
+    /// How often a first start moved to another port; `None` once it was ready or restarted
+    /// (a restart keeps its port: clients hold its URL).
+    moved_ports: Option<u32>,
 }
 
 impl ServiceProcess {
@@ -70,6 +80,7 @@ impl ServiceProcess {
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
             child: None,
+            moved_ports: Some(0),
         };
         process.spawn();
         process
@@ -105,20 +116,50 @@ impl ServiceProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Waits until `/readyz` answers 200.
-    pub async fn wait_ready(&self, timeout: Duration) {
+    /// Waits until `/readyz` answers 200. A first start whose port was taken between
+    /// [`free_port`] and the bind (by any process's outgoing connection) moves to another
+    /// port; a process that exits before it is ready fails the test with its log.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
         let client = reqwest::Client::new();
-        let url = format!("{}/readyz", self.url());
-        crate::eventually(timeout, &format!("{} to be ready", self.name), async || {
-            let ok = client
-                .get(&url)
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ready = client
+                .get(format!("{}/readyz", self.url()))
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
-            ok.then_some(())
-        })
-        .await;
+            if ready {
+                self.moved_ports = None;
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                let port_taken = self.log().contains("Address already in use");
+                match self.moved_ports {
+                    Some(moves) if moves < 5 && port_taken => {
+                        self.moved_ports = Some(moves + 1);
+                        self.port = free_port();
+                        let _ = std::fs::remove_file(&self.log_path);
+                        self.spawn();
+                    }
+                    _ => panic!(
+                        "{} exited ({status}) before it was ready; its log:\n{}",
+                        self.name,
+                        self.log()
+                    ),
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {} to be ready",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `kill -9`: no chance to finish anything.
@@ -162,6 +203,7 @@ impl ServiceProcess {
             self.child.is_none(),
             "stop the process before restarting it"
         );
+        self.moved_ports = None;
         self.spawn();
     }
 

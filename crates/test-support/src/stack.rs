@@ -121,7 +121,7 @@ impl Stack {
             stack.add_replicator().await;
         }
         if options.read_api {
-            let read_api =
+            let mut read_api =
                 ServiceProcess::start(workspace_binary("read-api"), &[], &stack.read_api_env());
             read_api.wait_ready(Duration::from_secs(60)).await;
             stack.read_api = Some(read_api);
@@ -232,14 +232,14 @@ impl Stack {
     }
 
     pub async fn add_write_api(&mut self) {
-        let write_api =
+        let mut write_api =
             ServiceProcess::start(workspace_binary("write-api"), &[], &self.write_api_env());
         write_api.wait_ready(Duration::from_secs(60)).await;
         self.write_apis.push(write_api);
     }
 
     pub async fn add_replicator(&mut self) {
-        let replicator =
+        let mut replicator =
             ServiceProcess::start(workspace_binary("replicator"), &[], &self.replicator_env());
         replicator.wait_ready(Duration::from_secs(60)).await;
         self.replicators.push(replicator);

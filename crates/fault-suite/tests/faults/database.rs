@@ -54,7 +54,7 @@ async fn b_32_clients_on_one_product_with_a_100_ms_statement_timeout() {
     .await;
     let mut env = stack.write_api_env();
     env.push(("DB_STATEMENT_TIMEOUT_MS", "100".into()));
-    let write_api = ServiceProcess::start(workspace_binary("write-api"), &[], &env);
+    let mut write_api = ServiceProcess::start(workspace_binary("write-api"), &[], &env);
     write_api.wait_ready(Duration::from_secs(60)).await;
     stack.write_apis.push(write_api);
     let base = stack.write_url();
