@@ -7,11 +7,13 @@
 //! - [`copy`]: keyset-paged copies (catch-up and `resync`); [`verify`], [`resync`], [`dlq`]:
 //!   the operator commands; [`dead_letter`]: messages for `products.dlq`, the same on every
 //!   path.
+//! - [`commands`]: the command line (`serve`, `resync`, `verify`, `dlq`) and their reports.
 //! - [`app`]: wiring; [`settings`]: configuration.
 
 pub mod app;
 pub mod apply;
 pub mod catchup;
+pub mod commands;
 pub mod consume;
 pub mod copy;
 pub mod dead_letter;
