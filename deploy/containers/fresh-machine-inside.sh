@@ -37,9 +37,10 @@ stamp() {
   while IFS= read -r line; do printf '[%5ds] %s\n' "$SECONDS" "$line"; done
 }
 
-# The stamp (in seconds) of the first log line containing $2, or nothing.
+# The stamp (in seconds) of the first log line containing $2, or nothing (never a failure:
+# under `set -e` a missing line would end the whole check without a word).
 stamp_of() {
-  grep -F -m 1 -- "$2" "$1" 2>/dev/null | sed -n 's/^\[ *\([0-9]*\)s\].*/\1/p'
+  { grep -F -m 1 -- "$2" "$1" 2>/dev/null || true; } | sed -n 's/^\[ *\([0-9]*\)s\].*/\1/p'
 }
 
 # The pids of the stack's services (no procps on a fresh Debian: read /proc).
@@ -102,7 +103,7 @@ while [ $((SECONDS - started)) -lt "$READY_TIMEOUT" ]; do
   sleep 2
 done
 run_seconds=$((SECONDS - started))
-build_started=$(stamp_of "$OUT/make-run.log" 'building the workspace (release)')
+build_started=$(stamp_of "$OUT/make-run.log" 'building the three services (release)')
 build_ended=$(stamp_of "$OUT/make-run.log" 'applying migrations to the primary')
 build_seconds=
 [ -n "$build_started" ] && [ -n "$build_ended" ] && build_seconds=$((build_ended - build_started))
@@ -232,13 +233,13 @@ if [ "$RUN_TESTS" = 1 ]; then
     if grep -qE ' \.\.\. FAILED$|panicked at|^\[ *[0-9]+s\] (error|make: \*\*\*)' "$OUT/make-test.log"; then
       echo
       echo "make test, failed tests:"
-      grep -E ' \.\.\. FAILED$' "$OUT/make-test.log" | sed 's/^\[ *[0-9]*s\] /  /' | sort -u | head -n 40
+      grep -E ' \.\.\. FAILED$' "$OUT/make-test.log" | sed 's/^\[ *[0-9]*s\] /  /' | sort -u | head -n 40 || true
       echo
       echo "make test, panics (the first 20, with the two lines after each):"
-      grep -E -A2 'panicked at' "$OUT/make-test.log" | grep -v '^--$' | head -n 60 | sed 's/^/  /'
+      grep -E -A2 'panicked at' "$OUT/make-test.log" | grep -v '^--$' | head -n 60 | sed 's/^/  /' || true
       echo
       echo "make test, errors:"
-      grep -E '^\[ *[0-9]+s\] (error|make: \*\*\*)' "$OUT/make-test.log" | head -n 20 | sed 's/^/  /'
+      grep -E '^\[ *[0-9]+s\] (error|make: \*\*\*)' "$OUT/make-test.log" | head -n 20 | sed 's/^/  /' || true
     fi
   } >>"$SUMMARY"
 else

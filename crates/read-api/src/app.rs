@@ -103,7 +103,7 @@ impl Application {
                 .app_data(tasks.clone())
                 .app_data(metrics.clone())
                 .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
+                .default_service(web::to(http_api::ops::unrouted))
         })?;
         supervisor.serve(listening.server);
         supervisor.spawn(

@@ -40,10 +40,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
 /// Live products in `(createdAt, id)` order, a page at a time.
 #[utoipa::path(get, path = "/api/products", tag = "products",
     params(
-        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
-        ("name" = Option<String>, Query, description = "case-insensitive substring"),
-        ("minPrice" = Option<f64>, Query), ("maxPrice" = Option<f64>, Query),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, pattern = "^A[Q-Za-f][A-Za-z0-9_-]{31}[AQgw]$", description = "`nextCursor` of the previous page"),
+        ("name" = Option<String>, Query, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", description = "case-insensitive substring"),
+        ("minPrice" = Option<f64>, Query, minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01),
+        ("maxPrice" = Option<f64>, Query, minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01, description = "a range with `minPrice` above `maxPrice` holds nothing"),
         ("inStock" = Option<bool>, Query)),
     responses(
         (status = 200, body = http_api::openapi::ProductPageEnvelope, headers(("X-Served-By" = String, description = "the source that answered: replica-N or primary"))),
@@ -74,7 +75,7 @@ async fn list(router: web::Data<Router>, req: HttpRequest) -> Result<HttpRespons
 /// One live product.
 #[utoipa::path(get, path = "/api/products/{id}", tag = "products",
     params(("id" = uuid::Uuid, Path),
-        ("X-Min-Version" = Option<i64>, Header, description = "only a source holding this version or newer may answer")),
+        ("X-Min-Version" = Option<i64>, Header, nullable = false, minimum = 1, description = "only a source holding this version or newer may answer")),
     responses(
         (status = 200, body = http_api::openapi::ProductEnvelope, headers(("X-Served-By" = String, description = "the source that answered: replica-N or primary"))),
         (status = 400, body = http_api::openapi::ErrorEnvelope),
@@ -105,26 +106,9 @@ async fn get(
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    let error = ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        format!(
-            "{} is not allowed on {}; read-api only reads (GET), writes go to write-api",
-            req.method(),
-            req.path()
-        ),
-    );
-    let mut response = actix_web::ResponseError::error_response(&error);
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET"));
-    response
-}
-
-/// Any path no route matches.
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    let error = ApiError::new(
-        ErrorCode::NotFound,
-        format!("no endpoint at {} {}", req.method(), req.path()),
-    );
-    actix_web::ResponseError::error_response(&error)
+    http_api::ops::method_not_allowed(
+        &req,
+        "GET",
+        " (read-api only reads; writes go to write-api)",
+    )
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 
 /// The service at `base` documents exactly the paths its `sources` register, serves every
-/// documented operation (not answered 405 or "no endpoint" 404) and no other method on
-/// those paths. `{id}` is filled with a fresh UUID; requests carry a valid product body.
+/// documented operation (not answered 405 or "no endpoint" 404) and answers any other method
+/// on those paths 405 with `Allow` naming the documented ones. `{id}` is filled with a fresh UUID; requests carry a valid product body.
 pub async fn assert_document_matches_routes(
     client: &reqwest::Client,
     base: &str,
@@ -39,14 +39,39 @@ pub async fn assert_document_matches_routes(
             .await
             .unwrap();
         let status = response.status().as_u16();
+        let allow = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let unrouted = status == 405
-            || (status == 404
-                && body["error"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with("no endpoint")));
-        let expected = documented.contains(&(method.to_string(), path.clone()));
-        assert_eq!(!unrouted, expected, "{method} {path}: {status} {body}");
+        if documented.contains(&(method.to_string(), path.clone())) {
+            let unrouted = status == 405
+                || (status == 404
+                    && body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("no endpoint")));
+            assert!(!unrouted, "{method} {path} is documented: {status} {body}");
+        } else {
+            // An undocumented method on a path that exists: 405, naming the methods that work.
+            let mut expected_allow: Vec<String> = documented
+                .iter()
+                .filter(|(_, p)| p == &path)
+                .map(|(m, _)| m.clone())
+                .collect();
+            expected_allow.sort();
+            let mut allowed: Vec<String> = allow
+                .iter()
+                .flat_map(|a| a.split(','))
+                .map(|m| m.trim().to_owned())
+                .collect();
+            allowed.sort();
+            assert_eq!(
+                (status, allowed),
+                (405, expected_allow),
+                "{method} {path}: {body}"
+            );
+        }
     }
 }
 

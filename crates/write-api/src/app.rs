@@ -96,7 +96,7 @@ impl Application {
                 .app_data(metrics.clone())
                 .app_data(http_api::extract::json_config(body_limit))
                 .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
+                .default_service(web::to(http_api::ops::unrouted))
         })?;
         supervisor.serve(listening.server);
         let relay_stop = supervisor.stop_token();

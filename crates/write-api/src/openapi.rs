@@ -50,24 +50,78 @@ pub fn swagger_ui() -> SwaggerUi {
 #[derive(Serialize, ToSchema)]
 pub struct ProductInput {
     /// Only on create; for PUT the id is in the path.
+    #[schema(
+        nullable = false,
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub id: Option<uuid::Uuid>,
-    /// 1 to 200 characters after trimming.
-    #[schema(example = "Laptop")]
+    /// 1 to 200 characters after trimming, not only white space, no control characters.
+    #[schema(
+        example = "Laptop",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// 0 to 1,000,000,000 with at most 2 decimals.
-    #[schema(example = 999.99)]
+    #[schema(
+        example = 999.99,
+        minimum = 0,
+        maximum = 1_000_000_000,
+        multiple_of = 0.01
+    )]
     pub price: f64,
     /// 0 to 2,147,483,647.
-    #[schema(example = 10)]
-    pub stock: i64,
+    #[schema(example = 10, minimum = 0, maximum = 2_147_483_647)]
+    pub stock: i32,
 }
 
 /// Fields to change; at least one.
 #[derive(Serialize, ToSchema)]
+#[schema(min_properties = 1)]
 pub struct ProductPatchInput {
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
+    #[schema(
+        nullable = false,
+        minimum = 0,
+        maximum = 1_000_000_000,
+        multiple_of = 0.01
+    )]
     pub price: Option<f64>,
-    pub stock: Option<i64>,
+    #[schema(nullable = false, minimum = 0, maximum = 2_147_483_647)]
+    pub stock: Option<i32>,
+}
+
+/// The failures every write may answer, beside its own.
+#[derive(utoipa::IntoResponses)]
+pub enum WriteFailures {
+    #[response(status = 400, description = "bad input, every bad field listed")]
+    BadInput(ErrorEnvelope),
+    #[response(
+        status = 401,
+        description = "`WRITE_API_TOKEN` is set and the bearer token is missing or wrong"
+    )]
+    Unauthorized(ErrorEnvelope),
+    #[response(status = 413, description = "the body is over `BODY_LIMIT_BYTES`")]
+    TooLarge(ErrorEnvelope),
+    #[response(
+        status = 415,
+        description = "the body is not sent as `application/json`"
+    )]
+    NotJson(ErrorEnvelope),
+    #[response(
+        status = 503,
+        description = "`unavailable`: the primary is down, busy or failing over and nothing was \
+                       written; `outcome_unknown`: the connection was lost while committing, so \
+                       the write may have happened. `Retry-After` is set"
+    )]
+    Unavailable(ErrorEnvelope),
 }
 
 /// Writes need `Authorization: Bearer <token>` when `WRITE_API_TOKEN` is set.

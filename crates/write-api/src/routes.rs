@@ -8,12 +8,12 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
 use domain::{Product, ProductBody};
 use http_api::extract::{ProductIdPath, RequestId};
-use http_api::{ApiError, ErrorCode, ProductView, envelope};
+use http_api::{ApiError, ProductView, envelope};
 
 use http_api::openapi::{EmptyEnvelope, ErrorEnvelope, ProductEnvelope};
 
 use crate::catalogue::{Catalogue, Outcome};
-use crate::openapi::{ProductInput, ProductPatchInput};
+use crate::openapi::{ProductInput, ProductPatchInput, WriteFailures};
 use crate::preconditions::{Precondition, etag};
 use crate::readiness;
 
@@ -43,11 +43,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
 /// Create a product. The body may carry its `id` (a UUID); else one is made.
 #[utoipa::path(post, path = "/api/products", tag = "products",
     request_body = ProductInput,
-    params(("X-Request-Id" = Option<String>, Header, description = "kept, logged and carried into the change event")),
+    params(("X-Request-Id" = Option<String>, Header, nullable = false, description = "kept, logged and carried into the change event when 1 to 128 visible ASCII characters; else one is made")),
     responses(
         (status = 201, description = "created; `Location` and `ETag` set", body = ProductEnvelope),
         (status = 409, description = "the id exists", body = ErrorEnvelope),
-        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "`unavailable`: the primary is down, busy or failing over and nothing was written; `outcome_unknown`: the connection was lost while committing, so the write may have happened. `Retry-After` is set", body = ErrorEnvelope)))]
+        WriteFailures))]
 async fn create(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -61,12 +61,12 @@ async fn create(
 /// Replace a product, creating it when absent (or deleted).
 #[utoipa::path(put, path = "/api/products/{id}", tag = "products",
     request_body = ProductInput,
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`")),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,17}"(, ?(W/)?"[1-9][0-9]{0,17}")*)$"#, description = "`\"<version>\"` (several, comma-separated) or `*`")),
     responses(
         (status = 200, description = "replaced", body = ProductEnvelope),
         (status = 201, description = "created", body = ProductEnvelope),
         (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
-        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "`unavailable`: the primary is down, busy or failing over and nothing was written; `outcome_unknown`: the connection was lost while committing, so the write may have happened. `Retry-After` is set", body = ErrorEnvelope)))]
+        WriteFailures))]
 async fn replace(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -84,12 +84,12 @@ async fn replace(
 /// Change some fields of a product.
 #[utoipa::path(patch, path = "/api/products/{id}", tag = "products",
     request_body = ProductPatchInput,
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`")),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,17}"(, ?(W/)?"[1-9][0-9]{0,17}")*)$"#, description = "`\"<version>\"` (several, comma-separated) or `*`")),
     responses(
         (status = 200, description = "updated", body = ProductEnvelope),
         (status = 404, description = "no such product", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
-        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "`unavailable`: the primary is down, busy or failing over and nothing was written; `outcome_unknown`: the connection was lost while committing, so the write may have happened. `Retry-After` is set", body = ErrorEnvelope)))]
+        WriteFailures))]
 async fn patch(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -106,12 +106,12 @@ async fn patch(
 
 /// Delete a product (it becomes a tombstone; its version rises).
 #[utoipa::path(delete, path = "/api/products/{id}", tag = "products",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`")),
+    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,17}"(, ?(W/)?"[1-9][0-9]{0,17}")*)$"#, description = "`\"<version>\"` (several, comma-separated) or `*`")),
     responses(
         (status = 200, description = "deleted", body = EmptyEnvelope),
         (status = 404, description = "no such product", body = ErrorEnvelope),
         (status = 412, description = "`If-Match` does not match", body = ErrorEnvelope),
-        (status = 400, description = "bad input, every bad field listed", body = ErrorEnvelope), (status = 401, description = "WRITE_API_TOKEN is set and the bearer token is missing or wrong", body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 503, description = "`unavailable`: the primary is down, busy or failing over and nothing was written; `outcome_unknown`: the connection was lost while committing, so the write may have happened. `Retry-After` is set", body = ErrorEnvelope)))]
+        WriteFailures))]
 async fn delete(
     catalogue: web::Data<Catalogue>,
     request_id: RequestId,
@@ -157,28 +157,7 @@ async fn method_not_allowed(req: HttpRequest, allowed: &'static str) -> HttpResp
     } else {
         ""
     };
-    let error = ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        format!(
-            "{} is not allowed on {}; use {allowed}{hint}",
-            req.method(),
-            req.path()
-        ),
-    );
-    let mut response = actix_web::ResponseError::error_response(&error);
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allowed));
-    response
-}
-
-/// Any path no route matches.
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    let error = ApiError::new(
-        ErrorCode::NotFound,
-        format!("no endpoint at {} {}", req.method(), req.path()),
-    );
-    actix_web::ResponseError::error_response(&error)
+    http_api::ops::method_not_allowed(&req, allowed, hint)
 }
 
 impl FromRequest for Precondition {

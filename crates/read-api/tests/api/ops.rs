@@ -75,4 +75,26 @@ async fn the_openapi_document_lists_every_route_and_nothing_else() {
     .await;
     let docs = app.get("/docs/").await;
     assert_eq!(docs.status(), 200);
+    let document: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    let parameter = |path: &str, name: &str| {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    let limit = parameter("/api/products", "limit");
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&1.into(), &1000.into())
+    );
+    assert!(parameter("/api/products", "cursor")["pattern"].is_string());
+    let min_version = parameter("/api/products/{id}", "X-Min-Version");
+    assert_eq!(min_version["minimum"], 1);
+    assert_eq!(
+        min_version["type"], "integer",
+        "not nullable: {min_version}"
+    );
 }

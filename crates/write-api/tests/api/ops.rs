@@ -117,4 +117,44 @@ async fn the_openapi_document_lists_every_route_and_nothing_else() {
     let docs = app.request(Method::GET, "/docs/").send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));
+    let bare = app.request(Method::GET, "/docs").send().await.unwrap();
+    assert_eq!(bare.url().path(), "/docs/", "/docs leads to the UI");
+    assert_eq!(bare.status(), 200);
+}
+
+/// What the document promises about input is what the server enforces: bounds, lengths and
+/// header grammars are stated, so a client generated from it does not send what is refused.
+#[tokio::test]
+async fn the_openapi_document_states_the_input_rules() {
+    let app = spawn_app().await;
+    let document: serde_json::Value = app
+        .request(Method::GET, "/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let input = &document["components"]["schemas"]["ProductInput"]["properties"];
+    assert_eq!(input["stock"]["maximum"], 2_147_483_647);
+    assert_eq!(input["stock"]["minimum"], 0);
+    assert_eq!(input["price"]["maximum"], 1_000_000_000);
+    assert_eq!(input["price"]["multipleOf"], 0.01);
+    assert_eq!(input["name"]["maxLength"], 200);
+    assert_eq!(input["name"]["minLength"], 1);
+    let patch = &document["components"]["schemas"]["ProductPatchInput"];
+    assert_eq!(patch["minProperties"], 1);
+    let parameters = document["paths"]["/api/products/{id}"]["put"]["parameters"]
+        .as_array()
+        .unwrap();
+    let if_match = parameters.iter().find(|p| p["name"] == "If-Match").unwrap();
+    assert!(if_match["schema"]["pattern"].is_string(), "{if_match}");
+    assert_eq!(
+        if_match["schema"]["type"], "string",
+        "not nullable: {if_match}"
+    );
+    let post = &document["paths"]["/api/products"]["post"]["responses"];
+    for status in ["201", "400", "401", "409", "413", "415", "503"] {
+        assert!(post[status].is_object(), "POST documents {status}");
+    }
 }
