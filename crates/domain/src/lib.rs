@@ -6,6 +6,7 @@
 //!   [`ProductPatch`], reporting every bad field at once.
 //! - [`ChangeEvent`]: the versioned message that carries a change from the primary to the replicas.
 
+mod decimal;
 mod error;
 pub mod event;
 pub mod input;

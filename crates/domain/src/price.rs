@@ -1,6 +1,7 @@
 use std::fmt;
 
 use crate::FieldError;
+use crate::decimal::{DecimalText, Unscalable};
 
 /// A price in exact cents, from 0 to 1,000,000,000.00.
 ///
@@ -49,7 +50,17 @@ impl Price {
             };
             FieldError::new("price", message)
         })?;
-        number.to_price()
+        if number.is_negative() {
+            return Err(out_of_range());
+        }
+        match number.scaled(2, MAX_CENTS_DIGITS) {
+            Ok(cents) => Price::from_cents(cents),
+            Err(Unscalable::Fraction) => Err(FieldError::new(
+                "price",
+                "price must have at most 2 decimal places",
+            )),
+            Err(Unscalable::TooLarge) => Err(out_of_range()),
+        }
     }
 }
 
@@ -67,98 +78,6 @@ impl serde::Serialize for Price {
 
 fn out_of_range() -> FieldError {
     FieldError::new("price", "price must be between 0 and 1000000000")
-}
-
-/// A JSON number as sign, significant digits and a power of ten, with no rounding:
-/// value = (-1)^negative × digits × 10^exponent.
-struct DecimalText {
-    negative: bool,
-    /// Significant digits without leading or trailing zeros; empty for zero.
-    digits: String,
-    exponent: i64,
-}
-
-impl DecimalText {
-    /// Follows the JSON number grammar, `-? int frac? exp?`; `None` for anything else.
-    fn parse(text: &str) -> Option<Self> {
-        let (negative, rest) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let (int_part, rest) = rest.split_at(int_len);
-        if int_part.is_empty() || (int_part.len() > 1 && int_part.starts_with('0')) {
-            return None;
-        }
-        let (frac_part, rest) = match rest.strip_prefix('.') {
-            Some(after_dot) => {
-                let frac_len = after_dot.bytes().take_while(u8::is_ascii_digit).count();
-                if frac_len == 0 {
-                    return None;
-                }
-                after_dot.split_at(frac_len)
-            }
-            None => ("", rest),
-        };
-        let written_exponent = match rest.strip_prefix(['e', 'E']) {
-            Some(exp) => parse_exponent(exp)?,
-            None if rest.is_empty() => 0,
-            None => return None,
-        };
-
-        let all_digits = format!("{int_part}{frac_part}");
-        let significant = all_digits.trim_start_matches('0');
-        let without_trailing = significant.trim_end_matches('0');
-        let trailing_zeros = i64::try_from(significant.len() - without_trailing.len()).ok()?;
-        let frac_len = i64::try_from(frac_part.len()).ok()?;
-        Some(Self {
-            negative,
-            digits: without_trailing.to_owned(),
-            exponent: written_exponent - frac_len + trailing_zeros,
-        })
-    }
-
-    fn to_price(&self) -> Result<Price, FieldError> {
-        if self.digits.is_empty() {
-            return Ok(Price { cents: 0 });
-        }
-        if self.negative {
-            return Err(out_of_range());
-        }
-        // value in cents = digits × 10^(exponent + 2)
-        let cents_exponent = self.exponent.saturating_add(2);
-        if cents_exponent < 0 {
-            return Err(FieldError::new(
-                "price",
-                "price must have at most 2 decimal places",
-            ));
-        }
-        let digit_count = i64::try_from(self.digits.len()).unwrap_or(i64::MAX);
-        if digit_count.saturating_add(cents_exponent) > MAX_CENTS_DIGITS {
-            return Err(out_of_range());
-        }
-        // At most 12 digits now, so neither step can overflow an i64.
-        let significand: i64 = self.digits.parse().map_err(|_| out_of_range())?;
-        Price::from_cents(significand * 10_i64.pow(cents_exponent as u32))
-    }
-}
-
-fn parse_exponent(text: &str) -> Option<i64> {
-    let (negative, digits) = match text.as_bytes().first()? {
-        b'-' => (true, &text[1..]),
-        b'+' => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // Exponents beyond ±10^9 are clamped: the value is then certainly out of range or has
-    // far too many decimals, and the clamp keeps the arithmetic in `i64`.
-    let magnitude = digits
-        .parse::<i64>()
-        .unwrap_or(1_000_000_000)
-        .min(1_000_000_000);
-    Some(if negative { -magnitude } else { magnitude })
 }
 
 #[cfg(test)]

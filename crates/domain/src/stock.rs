@@ -1,4 +1,5 @@
 use crate::FieldError;
+use crate::decimal::{DecimalText, Unscalable};
 
 /// Units in stock: an integer from 0 to 2,147,483,647.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -15,29 +16,22 @@ impl Stock {
         i32::try_from(units).map(Self).map_err(|_| out_of_range())
     }
 
-    /// Parses the raw text of a JSON value; only an integer literal is accepted.
+    /// Parses the raw text of a JSON value: a number whose value is a whole number, in any
+    /// form JSON allows (`3`, `3.0`, `3e0`), as JSON Schema's `integer` does.
     pub fn parse_json(raw: &str) -> Result<Self, FieldError> {
         let raw = raw.trim();
-        let is_integer_literal = raw
-            .strip_prefix('-')
-            .unwrap_or(raw)
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            && !raw.is_empty();
-        if !is_integer_literal {
-            let looks_numeric = raw.starts_with(|c: char| c == '-' || c.is_ascii_digit());
-            return Err(FieldError::new(
-                "stock",
-                if looks_numeric {
-                    "stock must be a whole number"
-                } else {
-                    "stock must be a number"
-                },
-            ));
+        let number = DecimalText::parse(raw)
+            .ok_or_else(|| FieldError::new("stock", "stock must be a number"))?;
+        if number.is_negative() {
+            return Err(out_of_range());
         }
-        // Longer than any i64: certainly out of range, and not worth parsing.
-        let units = raw.parse::<i64>().map_err(|_| out_of_range())?;
-        Self::new(units)
+        match number.scaled(0, 10) {
+            Ok(units) => Self::new(units),
+            Err(Unscalable::Fraction) => {
+                Err(FieldError::new("stock", "stock must be a whole number"))
+            }
+            Err(Unscalable::TooLarge) => Err(out_of_range()),
+        }
     }
 
     pub fn units(self) -> i32 {
@@ -68,9 +62,34 @@ mod tests {
     }
 
     #[test]
-    fn rejects_fractions_exponents_and_other_types() {
-        for raw in ["1.5", "1.0", "1e3", "\"5\"", "null", "true", "[]", "{}"] {
-            assert!(Stock::parse_json(raw).is_err(), "{raw} was accepted");
+    fn accepts_whole_numbers_in_any_json_form() {
+        for (raw, units) in [
+            ("3", 3),
+            ("3.0", 3),
+            ("3e0", 3),
+            ("1.5e1", 15),
+            ("2E3", 2000),
+            ("-0", 0),
+        ] {
+            assert_eq!(Stock::parse_json(raw).unwrap().units(), units, "{raw}");
+        }
+    }
+
+    #[test]
+    fn rejects_fractions_and_other_types() {
+        for (raw, message) in [
+            ("1.5", "whole number"),
+            ("1e-1", "whole number"),
+            ("\"5\"", "a number"),
+            ("null", "a number"),
+            ("true", "a number"),
+            ("[]", "a number"),
+            ("{}", "a number"),
+            ("-1.5", "between 0 and"),
+            ("3e10", "between 0 and"),
+        ] {
+            let error = Stock::parse_json(raw).unwrap_err();
+            assert!(error.message.contains(message), "{raw}: {error}");
         }
     }
 }
