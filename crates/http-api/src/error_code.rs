@@ -48,7 +48,7 @@ error_codes! {
     InvalidBody = "invalid_body", BAD_REQUEST, "the body is JSON but not the expected object";
     InvalidId = "invalid_id", BAD_REQUEST, "the product id in the path is not a UUID";
     InvalidIfMatch = "invalid_if_match", BAD_REQUEST, "`If-Match` is not one quoted version";
-    InvalidQuery = "invalid_query", BAD_REQUEST, "unknown, repeated or malformed query parameters, or `minPrice` > `maxPrice`";
+    InvalidQuery = "invalid_query", BAD_REQUEST, "unknown, repeated or malformed query parameters";
     InvalidCursor = "invalid_cursor", BAD_REQUEST, "a cursor the API did not hand out";
     InvalidMinVersion = "invalid_min_version", BAD_REQUEST, "`X-Min-Version` is not a positive integer";
     Unauthorized = "unauthorized", UNAUTHORIZED, "`WRITE_API_TOKEN` is set and the write lacks `Authorization: Bearer <token>`";

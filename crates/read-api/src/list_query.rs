@@ -90,11 +90,6 @@ impl ListRequest {
                 problems.push(problem);
             }
         }
-        if let (Some(min), Some(max)) = (request.filter.min_price, request.filter.max_price)
-            && min > max
-        {
-            problems.push(format!("minPrice ({min}) must not exceed maxPrice ({max})"));
-        }
         match (problems.is_empty(), cursor_error) {
             (true, None) => Ok(request),
             (true, Some(error)) => Err(error.into()),
@@ -216,7 +211,6 @@ mod tests {
             &[("minPrice", "-1")],
             &[("maxPrice", "abc")],
             &[("maxPrice", "\"5\"")],
-            &[("minPrice", "5"), ("maxPrice", "4.99")],
             &[("inStock", "yes")],
             &[("name", "")],
             &[("colour", "red")],
@@ -354,9 +348,6 @@ mod tests {
                     }
                     prop_assert!((1..=MAX_LIMIT).contains(&request.limit));
                     let filter = &request.filter;
-                    if let (Some(min), Some(max)) = (filter.min_price, filter.max_price) {
-                        prop_assert!(min <= max);
-                    }
                     if let Some(pattern) = &filter.name_pattern {
                         prop_assert!(pattern.len() >= 3);
                         prop_assert!(pattern.starts_with('%') && pattern.ends_with('%'));
