@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export TEST_PG_ADMIN_URL ?= postgres://catalogue:catalogue@127.0.0.1:5432/postgres
 TEST_THREADS ?= 8
 
-.PHONY: help run stop reset test test-faults test-fresh cluster-up cluster-down bench bench-quick lint fmt services clean-tests
+.PHONY: help run stop reset test test-api test-faults test-fresh cluster-up cluster-down bench bench-quick lint fmt services clean-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,9 +23,13 @@ reset: ## Wipe the local stack's data (asks first)
 services: ## Make sure PostgreSQL and RabbitMQ run (installs them when missing)
 	deploy/local/ensure-services.sh
 
-test: services ## Run every test against the local PostgreSQL and RabbitMQ (the fault suite too)
+test: services ## Run every test against the local PostgreSQL and RabbitMQ (the fault suite and schemathesis too)
 	cargo test --workspace --locked --exclude fault-suite -- --test-threads=$(TEST_THREADS)
+	$(MAKE) --no-print-directory test-api
 	$(MAKE) --no-print-directory test-faults
+
+test-api: services ## Schemathesis, every check, against write-api's and read-api's OpenAPI documents (about 2 min)
+	deploy/local/api-fuzz.sh
 
 test-faults: services ## The fault suite: the services under load while links, processes and messages break
 	cargo build --locked --bins

@@ -49,7 +49,7 @@ error_codes! {
     InvalidId = "invalid_id", BAD_REQUEST, "the product id in the path is not a UUID";
     InvalidIfMatch = "invalid_if_match", BAD_REQUEST, "`If-Match` is not one quoted version";
     InvalidQuery = "invalid_query", BAD_REQUEST, "unknown, repeated or malformed query parameters";
-    InvalidCursor = "invalid_cursor", BAD_REQUEST, "a cursor the API did not hand out";
+    InvalidCursor = "invalid_cursor", BAD_REQUEST, "not of the shape of a cursor the API hands out";
     InvalidMinVersion = "invalid_min_version", BAD_REQUEST, "`X-Min-Version` is not a positive integer";
     Unauthorized = "unauthorized", UNAUTHORIZED, "`WRITE_API_TOKEN` is set and the write lacks `Authorization: Bearer <token>`";
     NotFound = "not_found", NOT_FOUND, "no such product (or it was deleted), or no such path";

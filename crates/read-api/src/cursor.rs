@@ -45,9 +45,13 @@ impl Cursor {
             return Err(InvalidCursor);
         }
         let micros = i64::from_be_bytes(bytes[1..9].try_into().map_err(|_| InvalidCursor)?);
-        if micros < MIN_POSTGRES_MICROS {
-            return Err(InvalidCursor);
-        }
+        // A position before the earliest time PostgreSQL stores, or after the latest chrono
+        // holds (earlier than PostgreSQL's latest), is that end: no row lies beyond it. So any
+        // text of the documented shape is a cursor, and the OpenAPI pattern is the whole rule.
+        let micros = micros.clamp(
+            MIN_POSTGRES_MICROS,
+            DateTime::<Utc>::MAX_UTC.timestamp_micros(),
+        );
         let created_at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
         let id = Uuid::from_slice(&bytes[9..]).map_err(|_| InvalidCursor)?;
         Ok(Self { created_at, id })
@@ -101,29 +105,63 @@ mod tests {
     }
 
     #[test]
-    fn refuses_times_postgresql_cannot_store() {
+    fn clamps_times_postgresql_cannot_store_to_the_ends() {
         // 4714-11-24 BC is year -4713 in the proleptic Gregorian calendar chrono counts in.
         let earliest = DateTime::from_timestamp_micros(MIN_POSTGRES_MICROS).unwrap();
         assert_eq!(earliest.to_rfc3339(), "-4713-11-24T00:00:00+00:00");
-        assert!(Cursor::decode(&at(MIN_POSTGRES_MICROS)).is_ok());
-        assert!(Cursor::decode(&at(MIN_POSTGRES_MICROS - 1)).is_err());
-        assert!(Cursor::decode(&at(i64::MIN)).is_err());
-        assert!(Cursor::decode(&at(i64::MAX)).is_err());
+        for micros in [MIN_POSTGRES_MICROS, MIN_POSTGRES_MICROS - 1, i64::MIN] {
+            assert_eq!(Cursor::decode(&at(micros)).unwrap().created_at, earliest);
+        }
+        let latest = Cursor::decode(&at(i64::MAX)).unwrap().created_at;
+        assert_eq!(
+            latest.timestamp_micros(),
+            DateTime::<Utc>::MAX_UTC.timestamp_micros()
+        );
+    }
+
+    /// The pattern the OpenAPI document gives for `cursor` takes every cursor handed out,
+    /// and every text it takes is a cursor.
+    #[test]
+    fn the_documented_pattern_is_exactly_the_cursors() {
+        let source = include_str!("routes.rs");
+        let start = source.find("(\"cursor\"").unwrap();
+        let text = source[start..].split("pattern = \"").nth(1).unwrap();
+        let text = &text[..text.find('"').unwrap()];
+        let pattern = regex::Regex::new(text).unwrap();
+        let matching = proptest::string::string_regex(text.trim_matches(['^', '$'])).unwrap();
+        proptest!(|(micros in any::<i64>(), id in any::<u128>())| {
+            let handed_out = Cursor {
+                created_at: DateTime::from_timestamp_micros(micros.clamp(
+                    MIN_POSTGRES_MICROS,
+                    DateTime::<Utc>::MAX_UTC.timestamp_micros(),
+                ))
+                .unwrap(),
+                id: Uuid::from_u128(id),
+            }
+            .encode();
+            prop_assert!(pattern.is_match(&handed_out), "{}", handed_out);
+        });
+        proptest!(|(text in matching)| {
+            prop_assert!(pattern.is_match(&text));
+            prop_assert!(Cursor::decode(&text).is_ok(), "{}", text);
+        });
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
 
-        /// Any text is a cursor or a refusal; a cursor is exactly the one its text encodes.
+        /// Any text is a cursor or a refusal; a cursor within range is exactly the one its
+        /// text encodes.
         #[test]
         fn decode_takes_any_text(text in "\\PC{0,40}|[A-Za-z0-9_-]{32,36}") {
             if let Ok(cursor) = Cursor::decode(&text) {
-                prop_assert_eq!(cursor.encode(), text);
+                let again = Cursor::decode(&cursor.encode()).unwrap();
+                prop_assert_eq!(again, cursor);
             }
         }
 
-        /// Any bytes in the cursor alphabet: only the API's layout, with a time PostgreSQL
-        /// can compare with, decodes.
+        /// Any bytes in the cursor alphabet: only the API's layout decodes, a time beyond
+        /// what PostgreSQL and chrono hold as the nearer end.
         #[test]
         fn decode_takes_any_bytes(
             bytes in prop_oneof![
@@ -137,14 +175,20 @@ mod tests {
                 bytes[0] = FORMAT;
             }
             let text = URL_SAFE_NO_PAD.encode(&bytes);
-            let fits = bytes.len() == LEN && bytes[0] == FORMAT && {
+            let fits = bytes.len() == LEN && bytes[0] == FORMAT;
+            let in_range = fits && {
                 let micros = i64::from_be_bytes(bytes[1..9].try_into().unwrap());
                 micros >= MIN_POSTGRES_MICROS && DateTime::from_timestamp_micros(micros).is_some()
             };
             match Cursor::decode(&text) {
+                Ok(cursor) if in_range => prop_assert_eq!(cursor.encode(), text),
                 Ok(cursor) => {
                     prop_assert!(fits);
-                    prop_assert_eq!(cursor.encode(), text);
+                    let ends = [
+                        DateTime::from_timestamp_micros(MIN_POSTGRES_MICROS).unwrap(),
+                        DateTime::<Utc>::MAX_UTC,
+                    ];
+                    prop_assert!(ends.iter().any(|end| end.timestamp_micros() == cursor.created_at.timestamp_micros()));
                 }
                 Err(error) => {
                     prop_assert!(!fits);

@@ -3,9 +3,10 @@
 use tracing_subscriber::EnvFilter;
 
 /// The filter when `RUST_LOG` is not set. amqprs (with its `traces` feature) logs errors during
-/// every ordinary reconnect; our own reconnect events say what matters
+/// every ordinary reconnect; our own reconnect events say what matters. actix-http logs a
+/// client's unparsable request as an error, though it is the client's (it gets a 400)
 /// (`docs/dependencies.md#tracing-subscriber-and-the-log-filter`).
-const DEFAULT_FILTER: &str = "info,amqprs=warn,actix_server=warn";
+const DEFAULT_FILTER: &str = "info,amqprs=warn,actix_server=warn,actix_http::h1::dispatcher=off";
 
 /// Installs the global subscriber. `format` is `text` or `json` (`LOG_FORMAT`); the level
 /// comes from `RUST_LOG`. Safe to call more than once (tests): later calls do nothing.

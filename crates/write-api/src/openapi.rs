@@ -28,6 +28,7 @@ use utoipa_swagger_ui::SwaggerUi;
     ),
     components(schemas(
         ProductInput,
+        ProductReplaceInput,
         ProductPatchInput,
         ProductEnvelope,
         EmptyEnvelope,
@@ -45,11 +46,13 @@ pub fn swagger_ui() -> SwaggerUi {
     SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi())
 }
 
-/// A product to create or replace. `createdAt`, `updatedAt` and `version` are ignored when
-/// sent; any other field is refused.
+/// A product to create. Any other field is refused, except `createdAt`,
+/// `updatedAt` and `version`, which are accepted and ignored (so a product read from the API
+/// can be sent back as it is; the document leaves them out).
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProductInput {
-    /// Only on create; for PUT the id is in the path.
+    /// Made by the server when absent.
     #[schema(
         nullable = false,
         pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -76,8 +79,34 @@ pub struct ProductInput {
     pub stock: i32,
 }
 
-/// Fields to change; at least one.
+/// A product's fields, to replace it (`PUT`). The id is the path's; a body may repeat it
+/// (the document leaves it out: any other id is refused). `createdAt`, `updatedAt` and
+/// `version` are accepted and ignored, as on create.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductReplaceInput {
+    #[schema(
+        example = "Laptop",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub name: String,
+    #[schema(
+        example = 999.99,
+        minimum = 0,
+        maximum = 1_000_000_000,
+        multiple_of = 0.01
+    )]
+    pub price: f64,
+    #[schema(example = 10, minimum = 0, maximum = 2_147_483_647)]
+    pub stock: i32,
+}
+
+/// Fields to change; at least one (`createdAt`, `updatedAt` and `version` are ignored as on
+/// create, and do not count).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(min_properties = 1)]
 pub struct ProductPatchInput {
     #[schema(

@@ -13,7 +13,7 @@ use http_api::{ApiError, ProductView, envelope};
 use http_api::openapi::{EmptyEnvelope, ErrorEnvelope, ProductEnvelope};
 
 use crate::catalogue::{Catalogue, Outcome};
-use crate::openapi::{ProductInput, ProductPatchInput, WriteFailures};
+use crate::openapi::{ProductInput, ProductPatchInput, ProductReplaceInput, WriteFailures};
 use crate::preconditions::{Precondition, etag};
 use crate::readiness;
 
@@ -60,7 +60,7 @@ async fn create(
 
 /// Replace a product, creating it when absent (or deleted).
 #[utoipa::path(put, path = "/api/products/{id}", tag = "products",
-    request_body = ProductInput,
+    request_body = ProductReplaceInput,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,17}"(, ?(W/)?"[1-9][0-9]{0,17}")*)$"#, description = "`\"<version>\"` (several, comma-separated) or `*`")),
     responses(
         (status = 200, description = "replaced", body = ProductEnvelope),

@@ -150,7 +150,10 @@ async fn filters_narrow_the_list_and_match_wildcards_literally() {
     assert_eq!(names("minPrice=1.50&maxPrice=1.5").await, ["Red Apple"]);
     // A range with its bounds crossed holds nothing; it is not an error (the OpenAPI document
     // cannot state that rule, so a client generated from it may well send one).
-    assert_eq!(names("minPrice=5&maxPrice=4.99").await, Vec::<String>::new());
+    assert_eq!(
+        names("minPrice=5&maxPrice=4.99").await,
+        Vec::<String>::new()
+    );
     assert_eq!(names("inStock=false").await, ["back\\slash", "green APPLE"]);
     assert_eq!(
         names("inStock=true").await,
