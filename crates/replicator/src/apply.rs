@@ -132,9 +132,9 @@ pub async fn apply_to_replica(
             }
             Err(error) if error.leaves_connection_usable() => {
                 // The replica answered and said no: retrying the batch would only fail
-                // again. Find the rows it refuses by applying them one by one.
-                tracing::warn!(replica = %replica.name, %error, "replica refused a batch; applying its rows one by one");
-                return apply_each(replica, batch).await;
+                // again. Find the rows it refuses by halving the batch around them.
+                tracing::warn!(replica = %replica.name, %error, "replica refused a batch; isolating the rows it refuses");
+                return apply_isolating(replica, batch).await;
             }
             Err(error) => {
                 last_error = error.to_string();
@@ -164,36 +164,37 @@ pub async fn apply_to_replica(
     }
 }
 
-/// Applies each row in its own transaction, then the status row; rows the replica refuses
-/// are returned (the rest of the batch is applied).
-async fn apply_each(replica: &Replica, batch: &PreparedBatch) -> ReplicaOutcome {
-    let mut rows_changed = 0;
-    let mut refused = Vec::new();
-    for row in &batch.rows {
-        let applied = pool::with_connection(&replica.pool, replica.deadline, async |conn| {
-            replica_rows::apply_batch(conn, std::slice::from_ref(row), None).await
-        })
-        .await;
-        match applied {
-            Ok(changed) => rows_changed += changed,
-            Err(error) if error.leaves_connection_usable() => refused.push(Refused {
-                product_id: row.id,
-                version: row.version,
+/// Applies the batch's rows isolating those the replica refuses, then the status row; the
+/// refused rows are returned (the rest of the batch is applied).
+async fn apply_isolating(replica: &Replica, batch: &PreparedBatch) -> ReplicaOutcome {
+    let isolated =
+        crate::copy::apply_isolating_refusals(&replica.pool, replica.deadline, batch.rows.clone())
+            .await;
+    let (rows_changed, refused) = match isolated {
+        Ok(isolated) => (
+            isolated.rows_changed,
+            isolated
+                .refused
+                .into_iter()
+                .map(|(row, error)| Refused {
+                    product_id: row.id,
+                    version: row.version,
+                    error,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Err(error) => {
+            // The replica itself failed half-way: an outage after all.
+            replica.mark_down(
+                &error.to_string(),
+                batch.oldest_event_at.unwrap_or_else(Utc::now),
+            );
+            return ReplicaOutcome::Missed {
                 error: error.to_string(),
-            }),
-            Err(error) => {
-                // The replica itself failed half-way: an outage after all.
-                replica.mark_down(
-                    &error.to_string(),
-                    batch.oldest_event_at.unwrap_or_else(Utc::now),
-                );
-                return ReplicaOutcome::Missed {
-                    error: error.to_string(),
-                    attempts: 1,
-                };
-            }
+                attempts: 1,
+            };
         }
-    }
+    };
     let status = pool::with_connection(&replica.pool, replica.deadline, async |conn| {
         record_status(conn, batch).await
     })

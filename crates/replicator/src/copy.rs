@@ -104,35 +104,58 @@ impl<'a> CopyJob<'a> {
         }
     }
 
-    /// Applies a page in one transaction; when the replica refuses it, halves by halves until
-    /// the refused rows stand alone, returning them. One refused row in a page of n costs
-    /// about 2·log2(n) transactions instead of n, which matters because every catch-up round
-    /// within the margin meets that row again.
+    /// Applies a page, isolating the rows the replica refuses.
     async fn write_page(
         &self,
         rows: Vec<ProductRow>,
     ) -> Result<Vec<(ProductRow, String)>, StorageError> {
-        let mut refused = Vec::new();
-        let mut pending = vec![rows];
-        while let Some(mut part) = pending.pop() {
-            let applied = pool::with_connection(self.replica, self.deadline, async |conn| {
-                replica_rows::apply_batch(conn, &part, None).await
-            })
-            .await;
-            match applied {
-                Ok(_) => {}
-                Err(error) if error.leaves_connection_usable() => {
-                    if part.len() == 1 {
-                        refused.extend(part.pop().map(|row| (row, error.to_string())));
-                    } else {
-                        let second = part.split_off(part.len() / 2);
-                        pending.push(second);
-                        pending.push(part);
-                    }
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(refused)
+        apply_isolating_refusals(self.replica, self.deadline, rows)
+            .await
+            .map(|applied| applied.refused)
     }
+}
+
+/// What [`apply_isolating_refusals`] did.
+#[derive(Debug, Default)]
+pub struct Isolated {
+    /// Rows written (equal or newer versions already there are left alone).
+    pub rows_changed: usize,
+    /// Rows the replica refused, each with its answer; every other row was applied.
+    pub refused: Vec<(ProductRow, String)>,
+}
+
+/// Applies `rows` to a replica in one transaction; when the replica refuses (a constraint
+/// only it has, say), halves by halves until the refused rows stand alone. One refused row
+/// among n costs about 2·log2(n) transactions instead of n, which matters for a catch-up that
+/// meets the same row in every round within its margin. Any other error (the replica failing)
+/// ends it: what was applied stays applied, and the version guard makes a retry harmless.
+pub async fn apply_isolating_refusals(
+    replica: &DbPool,
+    deadline: Duration,
+    rows: Vec<ProductRow>,
+) -> Result<Isolated, StorageError> {
+    let mut isolated = Isolated::default();
+    let mut pending = vec![rows];
+    while let Some(mut part) = pending.pop() {
+        let applied = pool::with_connection(replica, deadline, async |conn| {
+            replica_rows::apply_batch(conn, &part, None).await
+        })
+        .await;
+        match applied {
+            Ok(changed) => isolated.rows_changed += changed,
+            Err(error) if error.leaves_connection_usable() => {
+                if part.len() == 1 {
+                    isolated
+                        .refused
+                        .extend(part.pop().map(|row| (row, error.to_string())));
+                } else {
+                    let second = part.split_off(part.len() / 2);
+                    pending.push(second);
+                    pending.push(part);
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(isolated)
 }

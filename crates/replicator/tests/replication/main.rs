@@ -4,6 +4,7 @@
 
 mod converge;
 mod faults;
+mod isolate;
 
 use test_support::load::LoadReport;
 use test_support::stack::{Stack, StackOptions};
