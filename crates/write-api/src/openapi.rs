@@ -46,85 +46,69 @@ pub fn swagger_ui() -> SwaggerUi {
     SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi())
 }
 
-/// A product to create. Any other field is refused, except `createdAt`,
-/// `updatedAt` and `version`, which are accepted and ignored (so a product read from the API
-/// can be sent back as it is; the document leaves them out).
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProductInput {
-    /// Made by the server when absent.
-    #[schema(
-        nullable = false,
-        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-    )]
-    pub id: Option<uuid::Uuid>,
-    /// 1 to 200 characters after trimming, not only white space, no control characters.
-    #[schema(
-        example = "Laptop",
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
-    pub name: String,
-    /// 0 to 1,000,000,000 with at most 2 decimals.
-    #[schema(
-        example = 999.99,
-        minimum = 0,
-        maximum = 1_000_000_000,
-        multiple_of = 0.01
-    )]
-    pub price: f64,
-    /// 0 to 2,147,483,647.
-    #[schema(example = 10, minimum = 0, maximum = 2_147_483_647)]
-    pub stock: i32,
+/// A product body's fields and their rules, written once for the three bodies: the types
+/// say whether each is required (`T`) or optional (`Option<T>`).
+macro_rules! product_body {
+    ($(#[$meta:meta])* $body:ident { $($leading:tt)* } $name:ty, $price:ty, $stock:ty) => {
+        #[derive(Serialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        $(#[$meta])*
+        pub struct $body {
+            $($leading)*
+            /// 1 to 200 characters after trimming, not only white space, no control characters.
+            #[schema(
+                example = "Laptop",
+                nullable = false,
+                min_length = 1,
+                max_length = 200,
+                pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+            )]
+            pub name: $name,
+            /// 0 to 1,000,000,000 with at most 2 decimals.
+            #[schema(
+                example = 999.99,
+                nullable = false,
+                minimum = 0,
+                maximum = 1_000_000_000,
+                multiple_of = 0.01
+            )]
+            pub price: $price,
+            /// 0 to 2,147,483,647.
+            #[schema(example = 10, nullable = false, minimum = 0, maximum = 2_147_483_647)]
+            pub stock: $stock,
+        }
+    };
 }
 
-/// A product's fields, to replace it (`PUT`). The id is the path's; a body may repeat it
-/// (the document leaves it out: any other id is refused). `createdAt`, `updatedAt` and
-/// `version` are accepted and ignored, as on create.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProductReplaceInput {
-    #[schema(
-        example = "Laptop",
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
-    pub name: String,
-    #[schema(
-        example = 999.99,
-        minimum = 0,
-        maximum = 1_000_000_000,
-        multiple_of = 0.01
-    )]
-    pub price: f64,
-    #[schema(example = 10, minimum = 0, maximum = 2_147_483_647)]
-    pub stock: i32,
+product_body! {
+    /// A product to create. Any other field is refused, except `createdAt`, `updatedAt` and
+    /// `version`, which are accepted and ignored (so a product read from the API can be sent
+    /// back as it is; the document leaves them out).
+    ProductInput {
+        /// Made by the server when absent.
+        #[schema(
+            nullable = false,
+            pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+        )]
+        pub id: Option<uuid::Uuid>,
+    }
+    String, f64, i32
 }
 
-/// Fields to change; at least one (`createdAt`, `updatedAt` and `version` are ignored as on
-/// create, and do not count).
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(min_properties = 1)]
-pub struct ProductPatchInput {
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
-    pub name: Option<String>,
-    #[schema(
-        nullable = false,
-        minimum = 0,
-        maximum = 1_000_000_000,
-        multiple_of = 0.01
-    )]
-    pub price: Option<f64>,
-    #[schema(nullable = false, minimum = 0, maximum = 2_147_483_647)]
-    pub stock: Option<i32>,
+product_body! {
+    /// A product's fields, to replace it (`PUT`). The id is the path's; a body may repeat it
+    /// (the document leaves it out: any other id is refused). `createdAt`, `updatedAt` and
+    /// `version` are accepted and ignored, as on create.
+    ProductReplaceInput {}
+    String, f64, i32
+}
+
+product_body! {
+    /// Fields to change; at least one (`createdAt`, `updatedAt` and `version` are ignored as
+    /// on create, and do not count).
+    #[schema(min_properties = 1)]
+    ProductPatchInput {}
+    Option<String>, Option<f64>, Option<i32>
 }
 
 /// The failures every write may answer, beside its own.
