@@ -111,6 +111,18 @@ product_body! {
     Option<String>, Option<f64>, Option<i32>
 }
 
+/// The `If-Match` header of `PUT`, `PATCH` and `DELETE`.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("If-Match"), parameter_in = Header)]
+pub struct IfMatchHeader(
+    /// `"<version>"` (several, comma-separated; weak ones never match) or `*`.
+    #[param(
+        nullable = false,
+        pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,17}"(, ?(W/)?"[1-9][0-9]{0,17}")*)$"#
+    )]
+    pub Option<String>,
+);
+
 /// The failures every write may answer, beside its own.
 #[derive(utoipa::IntoResponses)]
 pub enum WriteFailures {

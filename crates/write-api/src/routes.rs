@@ -13,7 +13,9 @@ use http_api::{ApiError, ProductView, envelope};
 use http_api::openapi::{EmptyEnvelope, ErrorEnvelope, ProductEnvelope};
 
 use crate::catalogue::{Catalogue, Outcome};
-use crate::openapi::{ProductInput, ProductPatchInput, ProductReplaceInput, WriteFailures};
+use crate::openapi::{
+    IfMatchHeader, ProductInput, ProductPatchInput, ProductReplaceInput, WriteFailures,
+};
 use crate::preconditions::{Precondition, etag};
 use crate::readiness;
 
@@ -61,7 +63,7 @@ async fn create(
 /// Replace a product, creating it when absent (or deleted).
 #[utoipa::path(put, path = "/api/products/{id}", tag = "products",
     request_body = ProductReplaceInput,
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,17}"(, ?(W/)?"[1-9][0-9]{0,17}")*)$"#, description = "`\"<version>\"` (several, comma-separated) or `*`")),
+    params(("id" = uuid::Uuid, Path), IfMatchHeader),
     responses(
         (status = 200, description = "replaced", body = ProductEnvelope),
         (status = 201, description = "created", body = ProductEnvelope),
@@ -84,7 +86,7 @@ async fn replace(
 /// Change some fields of a product.
 #[utoipa::path(patch, path = "/api/products/{id}", tag = "products",
     request_body = ProductPatchInput,
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,17}"(, ?(W/)?"[1-9][0-9]{0,17}")*)$"#, description = "`\"<version>\"` (several, comma-separated) or `*`")),
+    params(("id" = uuid::Uuid, Path), IfMatchHeader),
     responses(
         (status = 200, description = "updated", body = ProductEnvelope),
         (status = 404, description = "no such product", body = ErrorEnvelope),
@@ -106,7 +108,7 @@ async fn patch(
 
 /// Delete a product (it becomes a tombstone; its version rises).
 #[utoipa::path(delete, path = "/api/products/{id}", tag = "products",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[1-9][0-9]{0,17}"(, ?(W/)?"[1-9][0-9]{0,17}")*)$"#, description = "`\"<version>\"` (several, comma-separated) or `*`")),
+    params(("id" = uuid::Uuid, Path), IfMatchHeader),
     responses(
         (status = 200, description = "deleted", body = EmptyEnvelope),
         (status = 404, description = "no such product", body = ErrorEnvelope),
