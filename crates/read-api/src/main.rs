@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let _cli = Cli::parse();
     let settings: Settings =
         service_kit::config::load("read-api").context("loading read-api settings")?;
-    service_kit::telemetry::init(&settings.log_format);
+    service_kit::telemetry::init(settings.log_format);
 
     let shutdown = service_kit::shutdown::on_signal();
     let replicas: Vec<String> = settings

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::SecretUrl;
 use service_kit::config::{ConfigError, millis};
 use service_kit::replicas::ReplicaTarget;
+use service_kit::telemetry::LogFormat;
 
 /// read-api logs in as the role that may only SELECT (made by `make run`'s provisioning and
 /// by the compose init script).
@@ -70,7 +71,7 @@ pub struct Settings {
     pub flap_max_exits: u32,
     pub flap_rejoin_checks: u32,
     /// `text` or `json`.
-    pub log_format: String,
+    pub log_format: LogFormat,
 }
 
 impl Default for Settings {
@@ -101,7 +102,7 @@ impl Default for Settings {
             flap_window_ms: Duration::from_secs(60),
             flap_max_exits: 3,
             flap_rejoin_checks: 5,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -143,12 +144,6 @@ impl service_kit::config::Settings for Settings {
         }
         if self.read_timeout_ms > self.request_deadline_ms {
             return invalid("read_timeout_ms must not exceed request_deadline_ms".into());
-        }
-        if !service_kit::telemetry::is_valid_format(&self.log_format) {
-            return invalid(format!(
-                "log_format must be text or json, not {:?}",
-                self.log_format
-            ));
         }
         service_kit::config::require_positive(&[
             ("db_connect_timeout_ms", self.db_connect_timeout_ms),
@@ -291,6 +286,27 @@ mod tests {
         assert!(load(&[("MAX_CONSECUTIVE_ERRORS", "0")]).is_err());
         assert!(load(&[("READ_TIMEOUT_MS", "5000"), ("REQUEST_DEADLINE_MS", "1000")]).is_err());
         assert!(load(&[("REPLICA_URLS", "mysql://x/y")]).is_err());
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json_in_any_usual_case() {
+        assert_eq!(load(&[]).unwrap().log_format, LogFormat::Text);
+        for (value, format) in [
+            ("json", LogFormat::Json),
+            ("JSON", LogFormat::Json),
+            ("Text", LogFormat::Text),
+        ] {
+            assert_eq!(
+                load(&[("LOG_FORMAT", value)]).unwrap().log_format,
+                format,
+                "{value}"
+            );
+        }
+        let refused = load(&[("LOG_FORMAT", "xml")]).unwrap_err().to_string();
+        assert!(
+            refused.contains("xml") && refused.contains("log_format"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -22,6 +22,6 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let settings: Settings =
         service_kit::config::load("replicator").context("loading replicator settings")?;
-    service_kit::telemetry::init(&settings.log_format);
+    service_kit::telemetry::init(settings.log_format);
     commands::run(cli.command.unwrap_or(Command::Serve), settings).await
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::SecretUrl;
 use service_kit::config::{ConfigError, millis};
 use service_kit::replicas::{self, ReplicaTarget};
+use service_kit::telemetry::LogFormat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -61,7 +62,8 @@ pub struct Settings {
     pub amqp_connect_timeout_ms: Duration,
     #[serde(with = "millis")]
     pub amqp_reconnect_max_ms: Duration,
-    pub log_format: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
 }
 
 impl Default for Settings {
@@ -91,7 +93,7 @@ impl Default for Settings {
             amqp_heartbeat_s: 10,
             amqp_connect_timeout_ms: Duration::from_secs(5),
             amqp_reconnect_max_ms: Duration::from_secs(10),
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -119,12 +121,6 @@ impl service_kit::config::Settings for Settings {
         }
         if self.db_pool_size == 0 {
             return invalid("db_pool_size must be at least 1".into());
-        }
-        if !service_kit::telemetry::is_valid_format(&self.log_format) {
-            return invalid(format!(
-                "log_format must be text or json, not {:?}",
-                self.log_format
-            ));
         }
         service_kit::config::require_positive(&[
             ("retry_base_ms", self.retry_base_ms),

@@ -37,9 +37,6 @@ pub trait Settings: Default + Serialize + DeserializeOwned {
     }
 }
 
-/// Keys whose environment variable holds a comma-separated list.
-const LIST_KEYS: &[&str] = &["replica_urls"];
-
 /// Loads `T` for `service` from the real environment and file system.
 pub fn load<T: Settings>(service: &str) -> Result<T, ConfigError> {
     let file = match std::env::var_os("CONFIG_FILE") {
@@ -58,7 +55,7 @@ pub fn load_from<T: Settings>(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
     let defaults = T::default();
-    let known = known_keys(&defaults)?;
+    let (known, lists) = known_keys(&defaults)?;
 
     let mut builder = Config::builder()
         .add_source(Config::try_from(&defaults).map_err(|e| ConfigError::Invalid(e.to_string()))?);
@@ -97,8 +94,9 @@ pub fn load_from<T: Settings>(
         .filter(|(name, _)| known.contains(name.to_ascii_lowercase().as_str()))
         .collect();
     // Values stay strings until each field asks for its type: parsing them up front would turn
-    // a secret such as `007` into the number 7. Lists are split here instead.
-    for key in LIST_KEYS {
+    // a secret such as `007` into the number 7. Lists (keys whose default is a list) are split
+    // here instead, at commas.
+    for key in &lists {
         let Some(name) = env
             .keys()
             .find(|name| name.eq_ignore_ascii_case(key))
@@ -115,7 +113,7 @@ pub fn load_from<T: Settings>(
             .map(|item| item.trim().to_owned())
             .collect();
         builder = builder
-            .set_override(*key, items)
+            .set_override(key.as_str(), items)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     }
     let environment = Environment::default().source(Some(env)).ignore_empty(true);
@@ -129,9 +127,19 @@ pub fn load_from<T: Settings>(
     Ok(settings)
 }
 
-fn known_keys<T: Serialize>(defaults: &T) -> Result<BTreeSet<String>, ConfigError> {
+/// Every key of the settings, and those of them that hold a list (their environment
+/// variable is comma-separated).
+fn known_keys<T: Serialize>(
+    defaults: &T,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), ConfigError> {
     match serde_json::to_value(defaults) {
-        Ok(serde_json::Value::Object(map)) => Ok(map.keys().cloned().collect()),
+        Ok(serde_json::Value::Object(map)) => Ok((
+            map.keys().cloned().collect(),
+            map.iter()
+                .filter(|(_, value)| value.is_array())
+                .map(|(key, _)| key.clone())
+                .collect(),
+        )),
         _ => Err(ConfigError::Invalid(
             "settings must serialize to a map".into(),
         )),

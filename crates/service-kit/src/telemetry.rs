@@ -1,6 +1,20 @@
 //! Logs: `tracing` events to stdout, as readable text or as JSON lines.
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
+
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines, for people.
+    #[default]
+    #[serde(alias = "TEXT", alias = "Text")]
+    Text,
+    /// One JSON object per line, for log collectors.
+    #[serde(alias = "JSON", alias = "Json")]
+    Json,
+}
 
 /// The filter when `RUST_LOG` is not set. amqprs (with its `traces` feature) logs errors during
 /// every ordinary reconnect; our own reconnect events say what matters. actix-http logs a
@@ -8,15 +22,15 @@ use tracing_subscriber::EnvFilter;
 /// (`docs/dependencies.md#tracing-subscriber-and-the-log-filter`).
 const DEFAULT_FILTER: &str = "info,amqprs=warn,actix_server=warn,actix_http::h1::dispatcher=off";
 
-/// Installs the global subscriber. `format` is `text` or `json` (`LOG_FORMAT`); the level
-/// comes from `RUST_LOG`. Safe to call more than once (tests): later calls do nothing.
-pub fn init(format: &str) {
+/// Installs the global subscriber; the level comes from `RUST_LOG`. Safe to call more than
+/// once (tests): later calls do nothing.
+pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true);
-    let _ = if format.eq_ignore_ascii_case("json") {
+    let _ = if format == LogFormat::Json {
         builder
             .json()
             .flatten_event(true)
@@ -26,9 +40,4 @@ pub fn init(format: &str) {
     } else {
         builder.try_init()
     };
-}
-
-/// Checks a `LOG_FORMAT` value.
-pub fn is_valid_format(format: &str) -> bool {
-    format.eq_ignore_ascii_case("json") || format.eq_ignore_ascii_case("text")
 }

@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings: Settings =
         service_kit::config::load("write-api").context("loading write-api settings")?;
-    service_kit::telemetry::init(&settings.log_format);
+    service_kit::telemetry::init(settings.log_format);
 
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, millis};
+use service_kit::telemetry::LogFormat;
 use service_kit::{SecretText, SecretUrl};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,7 +61,7 @@ pub struct Settings {
     /// Most writes in one group (one transaction).
     pub group_commit_max_writes: usize,
     /// `text` or `json`.
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// When set, writes need `Authorization: Bearer <token>`.
     pub write_api_token: SecretText,
 }
@@ -90,7 +91,7 @@ impl Default for Settings {
             group_commit_committers: 4,
             group_commit_window_us: 200,
             group_commit_max_writes: 256,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             write_api_token: SecretText::default(),
         }
     }
@@ -117,12 +118,6 @@ impl service_kit::config::Settings for Settings {
         }
         if self.body_limit_bytes < 1024 {
             return invalid("body_limit_bytes must be at least 1024".into());
-        }
-        if !service_kit::telemetry::is_valid_format(&self.log_format) {
-            return invalid(format!(
-                "log_format must be text or json, not {:?}",
-                self.log_format
-            ));
         }
         if let Err(e) = messaging::BrokerAddress::parse(self.rabbitmq_url.expose()) {
             return invalid(format!("rabbitmq_url: {e}"));

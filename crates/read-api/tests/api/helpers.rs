@@ -109,7 +109,7 @@ pub struct TestApp {
 
 pub async fn spawn_app(settings: Settings) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        service_kit::telemetry::init("text");
+        service_kit::telemetry::init(service_kit::telemetry::LogFormat::Text);
     }
     let shutdown = CancellationToken::new();
     let app = Application::build(settings, shutdown.clone())

@@ -51,7 +51,7 @@ pub async fn spawn_with(
     vhost: std::sync::Arc<TestVhost>,
 ) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        service_kit::telemetry::init("text");
+        service_kit::telemetry::init(service_kit::telemetry::LogFormat::Text);
     }
     let shutdown = CancellationToken::new();
     let app = Application::build(settings, shutdown.clone())
