@@ -144,3 +144,101 @@ async fn stored_version(app: &TestApp, id: &str) -> i64 {
         .unwrap()
         .version
 }
+
+/// The database fails a group's transaction part-way (here a trigger refuses one write with
+/// `query_canceled`, as a statement timeout or a cancel would): the group is all or nothing.
+/// Every write answered 201 is stored and published once; every write answered 503 is neither,
+/// and the group-mates of the failing write are among the 503s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_the_database_fails_part_way_leaves_nothing_behind() {
+    use diesel_async::RunQueryDsl;
+    let db = std::sync::Arc::new(test_support::TestDatabase::create().await);
+    let vhost = std::sync::Arc::new(test_support::TestVhost::create().await);
+    let mut settings = test_settings(&db, &vhost.url());
+    // One committer and a long window: a burst shares a few groups.
+    settings.group_commit_committers = 1;
+    settings.group_commit_window_us = 50_000;
+    let app = spawn_with(settings, db, vhost).await;
+    let mut conn = app.db.connect().await;
+    diesel::sql_query(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.name LIKE 'poison%' THEN RAISE EXCEPTION 'poisoned' USING ERRCODE = '57014'; \
+         END IF; RETURN NEW; END $$",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON products \
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let mut created = 0;
+    let mut failed_alongside = 0;
+    for round in 0..3 {
+        let names: Vec<String> = (0..16)
+            .map(|index| match index {
+                7 => format!("poison {round}"),
+                _ => format!("round {round} product {index}"),
+            })
+            .collect();
+        let answers = join_all(
+            names
+                .iter()
+                .map(|name| app.create(json!({"name": name, "price": 1, "stock": 1}))),
+        )
+        .await;
+        for (name, answer) in names.iter().zip(answers) {
+            let status = answer.status().as_u16();
+            let stored = stored_named(&app, name).await;
+            match status {
+                201 => {
+                    assert!(!name.starts_with("poison"), "{name} was accepted");
+                    assert_eq!(stored, 1, "{name} answered 201");
+                    created += 1;
+                }
+                503 => {
+                    assert_eq!(stored, 0, "{name} answered 503 but is stored");
+                    if !name.starts_with("poison") {
+                        failed_alongside += 1;
+                    }
+                }
+                other => panic!("{name}: {other}"),
+            }
+        }
+    }
+    assert!(
+        failed_alongside > 0,
+        "the failing write never shared a group: the test showed nothing"
+    );
+    // Each stored write was published once, and nothing else was.
+    let events = eventually_drained(&app, "products.sync", created).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late = app.drain_queue("products.sync").await;
+    assert_eq!(events.len() + late.len(), created);
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.product.name.as_str().starts_with("poison"))
+    );
+}
+
+/// How many rows of the primary carry `name`.
+async fn stored_named(app: &TestApp, name: &str) -> i64 {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = app.db.connect().await;
+    diesel::sql_query("SELECT count(*) AS n FROM products WHERE name = $1")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result::<Count>(&mut conn)
+        .await
+        .unwrap()
+        .n
+}
