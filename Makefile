@@ -28,7 +28,7 @@ test: services ## Run every test against the local PostgreSQL and RabbitMQ (the 
 	$(MAKE) --no-print-directory test-api
 	$(MAKE) --no-print-directory test-faults
 
-test-api: services ## Schemathesis, every check, against write-api's and read-api's OpenAPI documents (about 2 min)
+test-api: services ## Schemathesis, every check, against write-api's and read-api's OpenAPI documents (under a minute)
 	deploy/local/api-fuzz.sh
 
 test-faults: services ## The fault suite: the services under load while links, processes and messages break

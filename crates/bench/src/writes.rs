@@ -167,9 +167,10 @@ struct DirectRow {
     deleted_at: Option<DateTime<Utc>>,
 }
 
-/// The baseline write: in one transaction, the product insert write-api runs
-/// (`storage::products::insert_new`) and the outbox insert (`storage::outbox::enqueue`), on
-/// the copies of the tables, through a pool as write-api does.
+/// The baseline write: the plainest transaction that does a create's work, one product
+/// insert and its outbox row, on the copies of the tables, through a pool as write-api does.
+/// (write-api itself groups concurrent writes: advisory locks, one upsert and one outbox
+/// insert per group; see `write_api::group_commit`.)
 pub fn direct_create(
     pool: DbPool,
     deadline: Duration,
