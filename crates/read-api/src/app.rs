@@ -43,7 +43,7 @@ impl Application {
         };
         let breaker_opened = Arc::new(Notify::new());
         let mut replicas = Vec::new();
-        for target in settings.replica_targets()? {
+        for target in settings.replicas.targets()? {
             let pool =
                 storage::pool::build(target.url.expose(), &settings.pool_settings(&target.name))
                     .with_context(|| format!("building the pool of {}", target.name))?;
@@ -64,11 +64,11 @@ impl Application {
         // The primary is always watched: it says what each replica lacks. It serves reads
         // only as a fallback.
         let pool = storage::pool::build(
-            settings.database_url.expose(),
+            settings.db.database_url.expose(),
             &settings.pool_settings(PRIMARY),
         )
         .context("building the primary's read-only pool")?;
-        let probe = probe_pool(&settings, settings.database_url.expose(), PRIMARY)?;
+        let probe = probe_pool(&settings, settings.db.database_url.expose(), PRIMARY)?;
         let primary = Some(Arc::new(
             Source::new(PRIMARY, Role::Primary, pool, policy, breaker_opened.clone())
                 .with_probe_pool(probe),
@@ -96,7 +96,7 @@ impl Application {
         let data = web::Data::from(router.clone());
         let tasks = web::Data::new(supervisor.health());
         let metrics = web::Data::new(service_kit::metrics::install());
-        let listening = service_kit::http::start(&settings.http_options(), move || {
+        let listening = service_kit::http::start(&settings.http, move || {
             App::new()
                 .wrap(from_fn(http_api::middleware::request_context))
                 .app_data(data.clone())

@@ -20,7 +20,8 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = service_kit::shutdown::on_signal();
     let replicas: Vec<String> = settings
-        .replica_targets()?
+        .replicas
+        .targets()?
         .into_iter()
         .map(|t| format!("{}={}", t.name, t.url))
         .collect();
@@ -28,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         port = app.port(),
         ?replicas,
-        primary = %settings.database_url,
+        primary = %settings.db.database_url,
         fallback_to_primary = settings.fallback_to_primary,
         strategy = %settings.strategy,
         "read-api listening"

@@ -28,13 +28,40 @@ pub struct Served<T> {
 pub enum ReadError {
     #[error("no source can serve reads: {0}")]
     NoSource(String),
-    #[error("the read failed on every source it could try ({tried}); last error: {last}")]
-    Failed { tried: String, last: String },
+    #[error(
+        "the read failed on every source it could try ({}); last error: {last}",
+        tried.join(", ")
+    )]
+    Failed {
+        tried: Vec<Arc<str>>,
+        last: AttemptError,
+    },
     #[error(
         "no replica holds version {min} of product {id} yet, and reading from the primary is \
          disabled (fallback_to_primary = false); retry shortly"
     )]
     VersionNotReplicated { id: ProductId, min: Version },
+}
+
+/// How the last attempt of a failed read ended. Shown with its causes: the message of a 503
+/// names what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("{}", .0.report())]
+    Storage(StorageError),
+    #[error(
+        "request deadline of {} ms passed{}",
+        .limit.as_millis(),
+        .after.as_ref().map(|e| format!(" after: {}", e.report())).unwrap_or_default()
+    )]
+    DeadlinePassed {
+        limit: Duration,
+        after: Option<StorageError>,
+    },
+    #[error("no source answered")]
+    NoAnswer,
+    #[error("internal: answer of the wrong kind")]
+    WrongKind,
 }
 
 /// A read that got no usable answer, and the last source tried, if any.
@@ -156,13 +183,12 @@ impl Router {
         for source in plan {
             let now = Instant::now();
             if now >= deadline {
-                let passed = format!(
-                    "request deadline of {} ms passed",
-                    self.request_deadline.as_millis()
-                );
-                last_error = Some(match last_error {
-                    Some(error) => format!("{error}; then the {passed}"),
-                    None => passed,
+                last_error = Some(AttemptError::DeadlinePassed {
+                    limit: self.request_deadline,
+                    after: match last_error {
+                        Some(AttemptError::Storage(error)) => Some(error),
+                        _ => None,
+                    },
                 });
                 break;
             }
@@ -194,7 +220,7 @@ impl Router {
                         _ => "error",
                     };
                     record(&source, outcome, Some(&error));
-                    last_error = Some(error.to_string());
+                    last_error = Some(AttemptError::Storage(error));
                 }
             }
         }
@@ -205,8 +231,8 @@ impl Router {
                 ReadError::VersionNotReplicated { id: *id, min }
             }
             (last, _, _) => ReadError::Failed {
-                tried: tried.join(", "),
-                last: last.unwrap_or_else(|| "no source answered".into()),
+                tried,
+                last: last.unwrap_or(AttemptError::NoAnswer),
             },
         };
         Err(ReadFailure { error, served_by })
@@ -274,8 +300,8 @@ fn record(source: &Source, outcome: &'static str, error: Option<&StorageError>) 
     metrics::counter!("reads_total", "source" => source.name().to_string(), "outcome" => outcome)
         .increment(1);
     if let Some(error) = error {
-        source.record_failure(&error.to_string());
-        tracing::warn!(replica = %source.name(), %error, outcome, "read failed on this source; trying the next one");
+        source.record_failure(&error.report());
+        tracing::warn!(replica = %source.name(), error = %error.report(), outcome, "read failed on this source; trying the next one");
     }
 }
 
@@ -284,8 +310,8 @@ fn record(source: &Source, outcome: &'static str, error: Option<&StorageError>) 
 fn mismatch(source: Arc<str>) -> ReadFailure {
     ReadFailure {
         error: ReadError::Failed {
-            tried: source.to_string(),
-            last: "internal: answer of the wrong kind".into(),
+            tried: vec![source.clone()],
+            last: AttemptError::WrongKind,
         },
         served_by: Some(source),
     }

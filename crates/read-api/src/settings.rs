@@ -4,33 +4,29 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use service_kit::SecretUrl;
 use service_kit::config::{ConfigError, millis};
-use service_kit::replicas::ReplicaTarget;
+use service_kit::groups::{DbSettings, HttpSettings, ReplicaSettings};
 use service_kit::telemetry::LogFormat;
 
 /// read-api logs in as the role that may only SELECT (made by `make run`'s provisioning and
 /// by the compose init script).
-const READER: &str = "postgres://catalogue_reader:catalogue_reader@127.0.0.1";
+const READER: &str = "catalogue_reader";
 
 use crate::strategy::Strategy;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// Address to listen on.
-    pub host: String,
-    pub port: u16,
-    /// HTTP worker threads; 0 means one per CPU core.
-    pub http_workers: usize,
-    /// How long SIGTERM waits for in-flight requests.
-    pub shutdown_timeout_s: u64,
-    /// Any number of replicas, `url` or `name=url`; when empty, the two below.
-    pub replica_urls: Vec<SecretUrl>,
-    pub replica_1_url: SecretUrl,
-    pub replica_2_url: SecretUrl,
-    /// The primary, read (read-only sessions) only when no replica can answer.
-    pub database_url: SecretUrl,
+    #[serde(flatten)]
+    pub http: HttpSettings,
+    /// Any number of replicas, `url` or `name=url`; when empty, `replica_1_url` and
+    /// `replica_2_url`.
+    #[serde(flatten)]
+    pub replicas: ReplicaSettings,
+    /// The primary, read (read-only sessions) only when no replica can answer; its pool
+    /// settings are every source's.
+    #[serde(flatten)]
+    pub db: DbSettings,
     pub fallback_to_primary: bool,
     /// `p2c_ewma`, `round_robin`, `random` or `least_outstanding`.
     pub strategy: Strategy,
@@ -39,10 +35,6 @@ pub struct Settings {
     /// Time constant of the peak-EWMA latency `p2c_ewma` compares.
     #[serde(with = "millis")]
     pub latency_decay_ms: Duration,
-    /// Connections per source (each replica, and the primary).
-    pub db_pool_size: usize,
-    #[serde(with = "millis")]
-    pub db_connect_timeout_ms: Duration,
     /// Server-side bound on one statement.
     #[serde(with = "millis")]
     pub db_statement_timeout_ms: Duration,
@@ -77,20 +69,13 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            host: "0.0.0.0".into(),
-            port: 8001,
-            http_workers: 0,
-            shutdown_timeout_s: 30,
-            replica_urls: Vec::new(),
-            replica_1_url: SecretUrl::new(format!("{READER}:5433/products")),
-            replica_2_url: SecretUrl::new(format!("{READER}:5434/products")),
-            database_url: SecretUrl::new(format!("{READER}:5432/products")),
+            http: HttpSettings::on_port(8001),
+            replicas: ReplicaSettings::local(READER),
+            db: DbSettings::local_primary(READER, 16, Duration::from_secs(1)),
             fallback_to_primary: true,
             strategy: Strategy::RoundRobin,
             replica_weights: ReplicaWeights::default(),
             latency_decay_ms: Duration::from_secs(2),
-            db_pool_size: 16,
-            db_connect_timeout_ms: Duration::from_secs(1),
             db_statement_timeout_ms: Duration::from_secs(1),
             read_timeout_ms: Duration::from_secs(1),
             request_deadline_ms: Duration::from_secs(3),
@@ -110,7 +95,8 @@ impl Default for Settings {
 impl service_kit::config::Settings for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        let targets = self.replica_targets()?;
+        self.db.validate()?;
+        let targets = self.replicas.targets()?;
         if let Some(unknown) = self
             .replica_weights
             .names()
@@ -125,9 +111,6 @@ impl service_kit::config::Settings for Settings {
                 "a replica may not be named {:?}: that name is the primary's",
                 crate::app::PRIMARY
             ));
-        }
-        if self.db_pool_size == 0 {
-            return invalid("db_pool_size must be at least 1".into());
         }
         if self.max_consecutive_errors == 0 {
             return invalid("max_consecutive_errors must be at least 1".into());
@@ -146,7 +129,6 @@ impl service_kit::config::Settings for Settings {
             return invalid("read_timeout_ms must not exceed request_deadline_ms".into());
         }
         service_kit::config::require_positive(&[
-            ("db_connect_timeout_ms", self.db_connect_timeout_ms),
             ("db_statement_timeout_ms", self.db_statement_timeout_ms),
             ("read_timeout_ms", self.read_timeout_ms),
             ("request_deadline_ms", self.request_deadline_ms),
@@ -160,30 +142,12 @@ impl service_kit::config::Settings for Settings {
 }
 
 impl Settings {
-    /// The replicas to read from, named `replica-1`, `replica-2`, … unless named in the list.
-    pub fn replica_targets(&self) -> Result<Vec<ReplicaTarget>, ConfigError> {
-        service_kit::replicas::replica_targets(
-            &self.replica_urls,
-            &self.replica_1_url,
-            &self.replica_2_url,
-        )
-    }
-
-    pub fn http_options(&self) -> service_kit::http::HttpOptions {
-        service_kit::http::HttpOptions {
-            host: self.host.clone(),
-            port: self.port,
-            workers: self.http_workers,
-            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
-        }
-    }
-
     /// Pool settings for one source: read-only sessions, and every wait bounded by one
     /// attempt's timeout.
     pub fn pool_settings(&self, source: &str) -> storage::PoolSettings {
         let mut pool = storage::PoolSettings::new(format!("read-api {source}"));
-        pool.max_size = self.db_pool_size;
-        pool.connect_timeout = self.db_connect_timeout_ms;
+        pool.max_size = self.db.db_pool_size;
+        pool.connect_timeout = self.db.db_connect_timeout_ms;
         pool.acquire_timeout = self.read_timeout_ms;
         pool.statement_timeout = self.db_statement_timeout_ms;
         pool.read_only = true;
@@ -264,11 +228,12 @@ mod tests {
             ("FALLBACK_TO_PRIMARY", "false"),
         ])
         .unwrap();
-        assert_eq!(settings.port, 9001);
+        assert_eq!(settings.http.port, 9001);
         assert_eq!(settings.strategy, Strategy::LeastOutstanding);
         assert!(!settings.fallback_to_primary);
         let names: Vec<_> = settings
-            .replica_targets()
+            .replicas
+            .targets()
             .unwrap()
             .into_iter()
             .map(|t| t.name)
@@ -279,9 +244,9 @@ mod tests {
     #[test]
     fn defaults_name_two_replicas_and_bad_values_are_refused() {
         let settings = load(&[]).unwrap();
-        assert_eq!(settings.port, 8001);
+        assert_eq!(settings.http.port, 8001);
         assert_eq!(settings.strategy, Strategy::RoundRobin);
-        assert_eq!(settings.replica_targets().unwrap().len(), 2);
+        assert_eq!(settings.replicas.targets().unwrap().len(), 2);
         assert!(load(&[("STRATEGY", "fastest")]).is_err());
         assert!(load(&[("MAX_CONSECUTIVE_ERRORS", "0")]).is_err());
         assert!(load(&[("READ_TIMEOUT_MS", "5000"), ("REQUEST_DEADLINE_MS", "1000")]).is_err());

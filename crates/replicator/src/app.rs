@@ -7,7 +7,6 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, web};
 use anyhow::Context;
 use chrono::Utc;
-use messaging::BrokerAddress;
 use service_kit::Supervisor;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,8 @@ use crate::settings::Settings;
 /// The replicas of `settings`, with their pools (nothing is connected yet).
 pub fn replicas(settings: &Settings) -> anyhow::Result<Arc<Vec<Arc<Replica>>>> {
     let replicas = settings
-        .replicas()?
+        .replicas
+        .targets()?
         .iter()
         .map(|target| {
             Replica::connect(target, settings)
@@ -36,7 +36,7 @@ pub fn replicas(settings: &Settings) -> anyhow::Result<Arc<Vec<Arc<Replica>>>> {
 /// The primary's pool, for catch-up marks and the commands.
 pub fn primary(settings: &Settings) -> anyhow::Result<storage::DbPool> {
     storage::pool::build(
-        settings.database_url.expose(),
+        settings.db.database_url.expose(),
         &settings.pool_settings("replicator:primary"),
     )
     .context("building the primary pool")
@@ -58,8 +58,7 @@ pub fn catch_up(
         page_size: settings.catchup_page_size,
         holder,
         dead_letters: DeadLetterTarget {
-            address: BrokerAddress::parse(settings.rabbitmq_url.expose())
-                .context("parsing RABBITMQ_URL")?,
+            address: settings.broker_address().context("parsing RABBITMQ_URL")?,
             settings: settings.broker_settings("replicator-catchup"),
         },
     })
@@ -77,8 +76,7 @@ impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let replicas = replicas(&settings)?;
         let primary = primary(&settings)?;
-        let address =
-            BrokerAddress::parse(settings.rabbitmq_url.expose()).context("parsing RABBITMQ_URL")?;
+        let address = settings.broker_address().context("parsing RABBITMQ_URL")?;
         let mut supervisor = Supervisor::new(shutdown);
         // Replicas are migrated on first contact, by the live path or catch-up, each within
         // its own deadline: a replica that is down or frozen at start-up delays nobody.
@@ -111,7 +109,7 @@ impl Application {
                 cap: settings.retry_cap_ms,
                 budget: settings.live_apply_budget_ms,
             },
-            reconnect_max: settings.amqp_reconnect_max_ms,
+            reconnect_max: settings.broker.amqp_reconnect_max_ms,
             status,
         };
         supervisor.spawn("consumer", pipeline.run(supervisor.stop_token()));
@@ -122,7 +120,7 @@ impl Application {
             tasks: supervisor.health(),
         });
         let metrics = web::Data::new(service_kit::metrics::install());
-        let listening = service_kit::http::start(&settings.http_options(), move || {
+        let listening = service_kit::http::start(&settings.http, move || {
             App::new()
                 .wrap(from_fn(http_api::middleware::request_context))
                 .app_data(health.clone())

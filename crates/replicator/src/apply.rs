@@ -39,7 +39,30 @@ pub enum ReplicaOutcome {
         refused: Vec<Refused>,
     },
     /// Not written: the replica is down. The batch must be covered by a catch-up mark.
-    Missed { error: String, attempts: u32 },
+    Missed { cause: MissCause, attempts: u32 },
+}
+
+/// Why a batch missed a replica.
+#[derive(Debug, thiserror::Error)]
+pub enum MissCause {
+    /// The replica was already down: catch-up, not the live path, brings it back.
+    #[error("the replica is down ({last_error})")]
+    AlreadyDown { last_error: String },
+    #[error("applying failed")]
+    Failed(#[source] StorageError),
+    /// Every attempt waited without an answer until the live budget ran out.
+    #[error("no answer within the live budget of {} ms", .0.as_millis())]
+    OutOfBudget(Duration),
+}
+
+impl MissCause {
+    /// This cause and its own causes, for the replica's status and the catch-up mark.
+    pub fn report(&self) -> String {
+        match self {
+            MissCause::Failed(error) => error.report(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// A change one replica refuses for itself (a constraint it has and the primary has not, say):
@@ -104,15 +127,15 @@ pub async fn apply_to_replica(
 ) -> ReplicaOutcome {
     if !replica.is_up() {
         return ReplicaOutcome::Missed {
-            error: replica
-                .last_error()
-                .unwrap_or_else(|| "replica is down".into()),
+            cause: MissCause::AlreadyDown {
+                last_error: replica.last_error().unwrap_or_default(),
+            },
             attempts: 0,
         };
     }
     let until = Instant::now() + policy.budget;
     let mut backoff = Backoff::new(policy.base, policy.cap);
-    let mut last_error = String::new();
+    let mut last_error = None;
     let mut attempts = 0;
     while attempts < policy.attempts {
         let left = until.saturating_duration_since(Instant::now());
@@ -137,8 +160,8 @@ pub async fn apply_to_replica(
                 return apply_isolating(replica, batch).await;
             }
             Err(error) => {
-                last_error = error.to_string();
-                tracing::warn!(replica = %replica.name, attempt = attempts, error = %last_error, "apply failed");
+                tracing::warn!(replica = %replica.name, attempt = attempts, error = %error.report(), "apply failed");
+                last_error = Some(error);
                 if attempts < policy.attempts {
                     metrics::counter!("replicator_apply_retries_total", "replica" => replica.name.clone())
                         .increment(1);
@@ -151,17 +174,25 @@ pub async fn apply_to_replica(
             }
         }
     }
-    if last_error.is_empty() {
-        last_error = format!(
-            "no answer within the live budget of {} ms",
-            policy.budget.as_millis()
-        );
-    }
-    replica.mark_down(&last_error, batch.oldest_event_at.unwrap_or_else(Utc::now));
-    ReplicaOutcome::Missed {
-        error: last_error,
-        attempts,
-    }
+    let cause = match last_error {
+        Some(error) => MissCause::Failed(error),
+        None => MissCause::OutOfBudget(policy.budget),
+    };
+    missed(replica, batch, cause, attempts)
+}
+
+/// Marks `replica` down for `cause` and says the batch missed it.
+fn missed(
+    replica: &Replica,
+    batch: &PreparedBatch,
+    cause: MissCause,
+    attempts: u32,
+) -> ReplicaOutcome {
+    replica.mark_down(
+        &cause.report(),
+        batch.oldest_event_at.unwrap_or_else(Utc::now),
+    );
+    ReplicaOutcome::Missed { cause, attempts }
 }
 
 /// Applies the batch's rows isolating those the replica refuses, then the status row; the
@@ -185,14 +216,7 @@ async fn apply_isolating(replica: &Replica, batch: &PreparedBatch) -> ReplicaOut
         ),
         Err(error) => {
             // The replica itself failed half-way: an outage after all.
-            replica.mark_down(
-                &error.to_string(),
-                batch.oldest_event_at.unwrap_or_else(Utc::now),
-            );
-            return ReplicaOutcome::Missed {
-                error: error.to_string(),
-                attempts: 1,
-            };
+            return missed(replica, batch, MissCause::Failed(error), 1);
         }
     };
     let status = pool::with_connection(&replica.pool, replica.deadline, async |conn| {
@@ -200,14 +224,7 @@ async fn apply_isolating(replica: &Replica, batch: &PreparedBatch) -> ReplicaOut
     })
     .await;
     if let Err(error) = status {
-        replica.mark_down(
-            &error.to_string(),
-            batch.oldest_event_at.unwrap_or_else(Utc::now),
-        );
-        return ReplicaOutcome::Missed {
-            error: error.to_string(),
-            attempts: 1,
-        };
+        return missed(replica, batch, MissCause::Failed(error), 1);
     }
     metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
         .increment(batch.events());

@@ -94,8 +94,13 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCod
 /// Consumes and applies until a shutdown signal.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let shutdown = service_kit::shutdown::on_signal();
-    let replicas: Vec<String> = settings.replicas()?.into_iter().map(|r| r.name).collect();
-    let broker = settings.rabbitmq_url.to_string();
+    let replicas: Vec<String> = settings
+        .replicas
+        .targets()?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    let broker = settings.broker.rabbitmq_url.to_string();
     let app = Application::build(settings, shutdown).await?;
     tracing::info!(port = app.port(), %broker, ?replicas, "replicator running");
     app.run_until_stopped().await
@@ -177,14 +182,14 @@ pub async fn verify(settings: &Settings) -> anyhow::Result<VerifyReport> {
 
 /// Up to `max` dead-lettered messages, left in the queue.
 pub async fn dlq_list(settings: &Settings, max: u16) -> anyhow::Result<Vec<DeadLetter>> {
-    let address = messaging::BrokerAddress::parse(settings.rabbitmq_url.expose())?;
+    let address = settings.broker_address()?;
     let broker = settings.broker_settings("replicator-dlq");
     Ok(crate::dlq::list(&address, &broker, max).await?)
 }
 
 /// Sends up to `max` decodable dead-lettered messages back to their work queue.
 pub async fn dlq_replay(settings: &Settings, max: u16) -> anyhow::Result<ReplayReport> {
-    let address = messaging::BrokerAddress::parse(settings.rabbitmq_url.expose())?;
+    let address = settings.broker_address()?;
     let broker = settings.broker_settings("replicator-dlq");
     Ok(crate::dlq::replay(&address, &broker, max).await?)
 }

@@ -248,13 +248,14 @@ impl Pipeline {
                 );
                 continue;
             }
-            if let ReplicaOutcome::Missed { error, attempts } = outcome
+            if let ReplicaOutcome::Missed { cause, attempts } = outcome
                 && let Some(oldest) = prepared.oldest_event_at
             {
+                let reason = cause.report();
                 if attempts > 1 {
-                    tracing::warn!(replica = %replica.name, attempts, %error, "batch missed a replica; marking it for catch-up");
+                    tracing::warn!(replica = %replica.name, attempts, error = %reason, "batch missed a replica; marking it for catch-up");
                 }
-                self.mark_behind(replica, oldest, &error, stop).await?;
+                self.mark_behind(replica, oldest, &reason, stop).await?;
             }
         }
         Ok((applied_to, refusals))

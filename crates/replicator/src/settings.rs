@@ -4,25 +4,24 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use service_kit::SecretUrl;
 use service_kit::config::{ConfigError, millis};
-use service_kit::replicas::{self, ReplicaTarget};
+use service_kit::groups::{AmqpSettings, DbSettings, HttpSettings, ReplicaSettings};
 use service_kit::telemetry::LogFormat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    pub host: String,
     /// Health and metrics.
-    pub port: u16,
-    pub rabbitmq_url: SecretUrl,
+    #[serde(flatten)]
+    pub http: HttpSettings,
+    #[serde(flatten)]
+    pub broker: AmqpSettings,
     /// The primary: read by catch-up, `resync` and `verify`; written only to note which
-    /// replica missed changes (`replica_catchup`).
-    pub database_url: SecretUrl,
-    /// Comma-separated replicas, `url` or `name=url`; when empty, the two below.
-    pub replica_urls: Vec<SecretUrl>,
-    pub replica_1_url: SecretUrl,
-    pub replica_2_url: SecretUrl,
+    /// replica missed changes (`replica_catchup`). Its pool size is also each replica's.
+    #[serde(flatten)]
+    pub db: DbSettings,
+    #[serde(flatten)]
+    pub replicas: ReplicaSettings,
     /// Unacked messages per queue the broker may hand out ahead.
     pub prefetch: u16,
     /// Most events applied in one transaction per replica.
@@ -43,9 +42,6 @@ pub struct Settings {
     #[serde(with = "millis")]
     pub catchup_margin_ms: Duration,
     pub catchup_page_size: i64,
-    pub db_pool_size: usize,
-    #[serde(with = "millis")]
-    pub db_connect_timeout_ms: Duration,
     /// Bound on one apply (connection, statements, commit) to one replica, and on each call
     /// catch-up makes.
     #[serde(with = "millis")]
@@ -57,11 +53,6 @@ pub struct Settings {
     /// Bound on applying pending migrations to a replica.
     #[serde(with = "millis")]
     pub migration_timeout_ms: Duration,
-    pub amqp_heartbeat_s: u16,
-    #[serde(with = "millis")]
-    pub amqp_connect_timeout_ms: Duration,
-    #[serde(with = "millis")]
-    pub amqp_reconnect_max_ms: Duration,
     /// `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -69,13 +60,14 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            host: "0.0.0.0".into(),
-            port: 8002,
-            rabbitmq_url: SecretUrl::new("amqp://catalogue:catalogue@127.0.0.1:5672/catalogue"),
-            database_url: SecretUrl::new("postgres://catalogue:catalogue@127.0.0.1:5432/products"),
-            replica_urls: Vec::new(),
-            replica_1_url: SecretUrl::new(replicas::DEFAULT_REPLICA_1_URL),
-            replica_2_url: SecretUrl::new(replicas::DEFAULT_REPLICA_2_URL),
+            http: HttpSettings {
+                http_workers: 1,
+                shutdown_timeout_s: 5,
+                ..HttpSettings::on_port(8002)
+            },
+            broker: AmqpSettings::local(),
+            db: DbSettings::local_primary("catalogue", 4, Duration::from_secs(2)),
+            replicas: ReplicaSettings::local("catalogue"),
             prefetch: 1000,
             batch_size: 500,
             batch_linger_ms: Duration::from_millis(5),
@@ -85,24 +77,23 @@ impl Default for Settings {
             catchup_interval_ms: Duration::from_secs(1),
             catchup_margin_ms: Duration::from_secs(60),
             catchup_page_size: 2000,
-            db_pool_size: 4,
-            db_connect_timeout_ms: Duration::from_secs(2),
             apply_timeout_ms: Duration::from_secs(5),
             live_apply_budget_ms: Duration::from_secs(1),
             migration_timeout_ms: Duration::from_secs(30),
-            amqp_heartbeat_s: 10,
-            amqp_connect_timeout_ms: Duration::from_secs(5),
-            amqp_reconnect_max_ms: Duration::from_secs(10),
             log_format: LogFormat::Text,
         }
     }
 }
 
 impl service_kit::config::Settings for Settings {
+    const ALIASES: &'static [(&'static str, &'static str)] = &[("rabbitmq_urls", "rabbitmq_url")];
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        self.replicas()?;
-        if let Err(e) = messaging::BrokerAddress::parse(self.rabbitmq_url.expose()) {
+        self.replicas.targets()?;
+        self.db.validate()?;
+        self.broker.validate()?;
+        if let Err(e) = self.broker_address() {
             return invalid(format!("rabbitmq_url: {e}"));
         }
         if self.batch_size == 0 || self.batch_size > 10_000 {
@@ -119,51 +110,36 @@ impl service_kit::config::Settings for Settings {
         if !(1..=100_000).contains(&self.catchup_page_size) {
             return invalid("catchup_page_size must be between 1 and 100000".into());
         }
-        if self.db_pool_size == 0 {
-            return invalid("db_pool_size must be at least 1".into());
-        }
         service_kit::config::require_positive(&[
             ("retry_base_ms", self.retry_base_ms),
             ("retry_cap_ms", self.retry_cap_ms),
             ("catchup_interval_ms", self.catchup_interval_ms),
-            ("db_connect_timeout_ms", self.db_connect_timeout_ms),
             ("apply_timeout_ms", self.apply_timeout_ms),
             ("live_apply_budget_ms", self.live_apply_budget_ms),
             ("migration_timeout_ms", self.migration_timeout_ms),
-            ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
-            ("amqp_reconnect_max_ms", self.amqp_reconnect_max_ms),
         ])
     }
 }
 
 impl Settings {
-    pub fn replicas(&self) -> Result<Vec<ReplicaTarget>, ConfigError> {
-        replicas::replica_targets(&self.replica_urls, &self.replica_1_url, &self.replica_2_url)
+    /// The broker's address, as checked at load.
+    pub fn broker_address(&self) -> Result<messaging::BrokerAddress, messaging::MessagingError> {
+        messaging::BrokerAddress::parse(self.broker.rabbitmq_url.expose())
     }
 
     pub fn pool_settings(&self, application_name: &str) -> storage::PoolSettings {
         let mut pool = storage::PoolSettings::new(application_name);
-        pool.max_size = self.db_pool_size;
-        pool.connect_timeout = self.db_connect_timeout_ms;
-        pool.acquire_timeout = self.db_connect_timeout_ms;
+        pool.max_size = self.db.db_pool_size;
+        pool.connect_timeout = self.db.db_connect_timeout_ms;
+        pool.acquire_timeout = self.db.db_connect_timeout_ms;
         pool.statement_timeout = self.apply_timeout_ms;
         pool
     }
 
-    /// One worker: the replicator serves only health and metrics.
-    pub fn http_options(&self) -> service_kit::http::HttpOptions {
-        service_kit::http::HttpOptions {
-            host: self.host.clone(),
-            port: self.port,
-            workers: 1,
-            shutdown_timeout: Duration::from_secs(5),
-        }
-    }
-
     pub fn broker_settings(&self, connection_name: &str) -> messaging::BrokerSettings {
         let mut broker = messaging::BrokerSettings::new(connection_name);
-        broker.heartbeat = self.amqp_heartbeat_s;
-        broker.connect_timeout = self.amqp_connect_timeout_ms;
+        broker.heartbeat = self.broker.amqp_heartbeat_s;
+        broker.connect_timeout = self.broker.amqp_connect_timeout_ms;
         broker
     }
 }

@@ -6,10 +6,10 @@
 //! `CONFIG_FILE` when set (it must exist), else `config/<service>.toml` when present. A key
 //! in the file that the service does not know is an error naming it, not silently ignored.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, File, FileFormat, ValueKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +31,10 @@ pub enum ConfigError {
 /// Settings a service loads: serializable (to learn their keys and defaults from
 /// `Default`), deserializable, and able to check themselves.
 pub trait Settings: Default + Serialize + DeserializeOwned {
+    /// Other names a key is also read by, as `(alias, key)`: an environment variable or file
+    /// key named `alias` sets `key` (both set is an error unless they agree).
+    const ALIASES: &'static [(&'static str, &'static str)] = &[];
+
     /// Checks values that parse but make no sense, naming the offending key.
     fn validate(&self) -> Result<(), ConfigError> {
         Ok(())
@@ -52,10 +56,11 @@ pub fn load<T: Settings>(service: &str) -> Result<T, ConfigError> {
 /// [`load`] with the file and the environment given, for tests.
 pub fn load_from<T: Settings>(
     file: Option<(PathBuf, bool)>,
-    env: impl IntoIterator<Item = (String, String)>,
+    env_vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
     let defaults = T::default();
-    let (known, lists) = known_keys(&defaults)?;
+    let kinds = Kinds::of(&defaults)?;
+    let known = kinds.keys();
 
     let mut builder = Config::builder()
         .add_source(Config::try_from(&defaults).map_err(|e| ConfigError::Invalid(e.to_string()))?);
@@ -77,6 +82,15 @@ pub fn load_from<T: Settings>(
                 path: shown.clone(),
                 reason,
             })?;
+        if let Some((alias, key)) = T::ALIASES
+            .iter()
+            .find(|(alias, _)| table.keys.iter().any(|k| k == alias))
+        {
+            return Err(ConfigError::File {
+                path: shown,
+                reason: format!("`{alias}` is read from the environment only; write `{key}`"),
+            });
+        }
         if let Some(key) = table.keys.iter().find(|k| !known.contains(k.as_str())) {
             return Err(ConfigError::UnknownKey {
                 key: key.clone(),
@@ -87,37 +101,43 @@ pub fn load_from<T: Settings>(
         builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
     }
 
-    // Only variables that name a known key: the rest of the environment (PATH, HOME, …) is
-    // none of our business, and would only collide with keys.
-    let mut env: HashMap<String, String> = env
-        .into_iter()
-        .filter(|(name, _)| known.contains(name.to_ascii_lowercase().as_str()))
-        .collect();
-    // Values stay strings until each field asks for its type: parsing them up front would turn
-    // a secret such as `007` into the number 7. Lists (keys whose default is a list) are split
-    // here instead, at commas.
-    for key in &lists {
-        let Some(name) = env
-            .keys()
-            .find(|name| name.eq_ignore_ascii_case(key))
-            .cloned()
-        else {
-            continue;
-        };
-        let value = env.remove(&name).unwrap_or_default();
-        if value.trim().is_empty() {
+    // Only variables that name a known key (or an alias of one): the rest of the environment
+    // (PATH, HOME, …) is none of our business, and would only collide with keys.
+    let mut env: HashMap<String, String> = HashMap::new();
+    for (name, value) in env_vars {
+        // An empty variable is unset.
+        if value.is_empty() {
             continue;
         }
-        let items: Vec<String> = value
-            .split(',')
-            .map(|item| item.trim().to_owned())
-            .collect();
+        let lower = name.to_ascii_lowercase();
+        let key = match T::ALIASES.iter().find(|(alias, _)| *alias == lower) {
+            Some((alias, key)) => {
+                aliased(&mut env, alias, key, value)?;
+                continue;
+            }
+            None => lower,
+        };
+        if known.contains(key.as_str()) {
+            aliased(&mut env, &key, &key, value)?;
+        }
+    }
+    // Each variable is given the type of its key's default: a number, a boolean or a list
+    // (split at commas) only where the default is one, text everywhere else. So a secret such
+    // as `007` stays text, and a number still reaches a field of a `#[serde(flatten)]` group
+    // as a number (serde hands such a field the source's value as it is, never asking for
+    // the field's type).
+    for (key, text) in env {
+        let value = kinds.typed(&key, &text).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "{}={text:?} is not {} (setting `{key}`)",
+                key.to_ascii_uppercase(),
+                kinds.describe(&key)
+            ))
+        })?;
         builder = builder
-            .set_override(key.as_str(), items)
+            .set_override(key.as_str(), value)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     }
-    let environment = Environment::default().source(Some(env)).ignore_empty(true);
-    builder = builder.add_source(environment);
 
     let settings: T = builder
         .build()
@@ -127,22 +147,93 @@ pub fn load_from<T: Settings>(
     Ok(settings)
 }
 
-/// Every key of the settings, and those of them that hold a list (their environment
-/// variable is comma-separated).
-fn known_keys<T: Serialize>(
-    defaults: &T,
-) -> Result<(BTreeSet<String>, BTreeSet<String>), ConfigError> {
-    match serde_json::to_value(defaults) {
-        Ok(serde_json::Value::Object(map)) => Ok((
-            map.keys().cloned().collect(),
+/// Records `value` for `key` (given as `name`); a second value for the same key must agree.
+fn aliased(
+    env: &mut HashMap<String, String>,
+    name: &str,
+    key: &str,
+    value: String,
+) -> Result<(), ConfigError> {
+    match env.get(key) {
+        Some(earlier) if *earlier != value => Err(ConfigError::Invalid(format!(
+            "{} is set twice with different values (also through {}): set it once",
+            key.to_ascii_uppercase(),
+            name.to_ascii_uppercase()
+        ))),
+        _ => {
+            env.insert(key.to_owned(), value);
+            Ok(())
+        }
+    }
+}
+
+/// The keys of the settings and the kind of value each holds, learnt from the defaults.
+struct Kinds(BTreeMap<String, Kind>);
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Integer,
+    Float,
+    Bool,
+    List,
+    Text,
+}
+
+impl Kinds {
+    fn of<T: Serialize>(defaults: &T) -> Result<Self, ConfigError> {
+        let Ok(serde_json::Value::Object(map)) = serde_json::to_value(defaults) else {
+            return Err(ConfigError::Invalid(
+                "settings must serialize to a map".into(),
+            ));
+        };
+        let kind = |value: &serde_json::Value| match value {
+            serde_json::Value::Number(n) if n.is_f64() => Kind::Float,
+            serde_json::Value::Number(_) => Kind::Integer,
+            serde_json::Value::Bool(_) => Kind::Bool,
+            serde_json::Value::Array(_) => Kind::List,
+            _ => Kind::Text,
+        };
+        Ok(Self(
             map.iter()
-                .filter(|(_, value)| value.is_array())
-                .map(|(key, _)| key.clone())
+                .map(|(key, value)| (key.clone(), kind(value)))
                 .collect(),
-        )),
-        _ => Err(ConfigError::Invalid(
-            "settings must serialize to a map".into(),
-        )),
+        ))
+    }
+
+    fn keys(&self) -> BTreeSet<String> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// `text` as a value of `key`'s kind, or `None` when it is not one.
+    fn typed(&self, key: &str, text: &str) -> Option<ValueKind> {
+        let trimmed = text.trim();
+        Some(match self.0.get(key).copied().unwrap_or(Kind::Text) {
+            Kind::Integer => match trimmed.parse::<i64>() {
+                Ok(value) => ValueKind::I64(value),
+                Err(_) => ValueKind::U64(trimmed.parse().ok()?),
+            },
+            Kind::Float => ValueKind::Float(trimmed.parse().ok()?),
+            Kind::Bool => ValueKind::Boolean(match trimmed.to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" | "1" => true,
+                "false" | "off" | "no" | "0" => false,
+                _ => return None,
+            }),
+            Kind::List => ValueKind::Array(
+                text.split(',')
+                    .map(|item| item.trim().to_owned().into())
+                    .collect(),
+            ),
+            Kind::Text => ValueKind::String(text.to_owned()),
+        })
+    }
+
+    fn describe(&self, key: &str) -> &'static str {
+        match self.0.get(key) {
+            Some(Kind::Integer) => "a whole number",
+            Some(Kind::Float) => "a number",
+            Some(Kind::Bool) => "true or false",
+            _ => "valid",
+        }
     }
 }
 
@@ -350,5 +441,94 @@ mod tests {
             assert!(!sample.run_migrations);
             assert_eq!(sample.replica_urls, ["postgres://a/x", "postgres://b/x"]);
         }
+    }
+
+    /// Settings shaped as the services' are: shared groups flattened beside own keys.
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Grouped {
+        #[serde(flatten)]
+        http: crate::groups::HttpSettings,
+        #[serde(flatten)]
+        broker: crate::groups::AmqpSettings,
+        token: crate::SecretText,
+        verbose: bool,
+    }
+
+    impl Default for Grouped {
+        fn default() -> Self {
+            Self {
+                http: crate::groups::HttpSettings::on_port(8000),
+                broker: crate::groups::AmqpSettings::local(),
+                token: crate::SecretText::default(),
+                verbose: false,
+            }
+        }
+    }
+
+    impl Settings for Grouped {
+        const ALIASES: &'static [(&'static str, &'static str)] =
+            &[("rabbitmq_urls", "rabbitmq_url")];
+    }
+
+    #[test]
+    fn grouped_keys_stay_flat_and_typed_and_secrets_stay_text() {
+        let (_keep, file) = file("http_workers = 3\n");
+        let s: Grouped = load_from(
+            file,
+            env(&[
+                ("PORT", "8081"),
+                ("AMQP_CONNECT_TIMEOUT_MS", "250"),
+                ("TOKEN", "007"),
+                ("VERBOSE", "yes"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http.port, 8081);
+        assert_eq!(s.http.http_workers, 3);
+        assert_eq!(s.broker.amqp_connect_timeout_ms, Duration::from_millis(250));
+        assert_eq!(s.token.expose(), "007");
+        assert!(s.verbose);
+        for secret in ["123456", "1e3", "true"] {
+            let s: Grouped = load_from(None, env(&[("TOKEN", secret)])).unwrap();
+            assert_eq!(s.token.expose(), secret);
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_is_refused_naming_its_variable() {
+        let error = load_from::<Grouped>(None, env(&[("PORT", "eighty")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("PORT") && error.contains("eighty"),
+            "{error}"
+        );
+        let error = load_from::<Grouped>(None, env(&[("PORT", "70000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("70000"), "{error}");
+    }
+
+    #[test]
+    fn an_alias_sets_its_key_and_must_agree_with_it() {
+        let url = "amqp://u:p@a:5681/v,amqp://u:p@b:5682/v";
+        let s: Grouped = load_from(None, env(&[("RABBITMQ_URLS", url)])).unwrap();
+        assert_eq!(s.broker.rabbitmq_url.expose(), url);
+        let same: Grouped =
+            load_from(None, env(&[("RABBITMQ_URLS", url), ("RABBITMQ_URL", url)])).unwrap();
+        assert_eq!(same.broker.rabbitmq_url.expose(), url);
+        let error = load_from::<Grouped>(
+            None,
+            env(&[("RABBITMQ_URLS", url), ("RABBITMQ_URL", "amqp://x/v")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("RABBITMQ_URL"), "{error}");
+        let (_keep, file) = file("rabbitmq_urls = \"amqp://x/v\"\n");
+        let error = load_from::<Grouped>(file, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("rabbitmq_url"), "{error}");
     }
 }

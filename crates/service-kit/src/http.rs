@@ -3,23 +3,12 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer};
 
-/// Where and how a service serves HTTP.
-#[derive(Debug, Clone)]
-pub struct HttpOptions {
-    /// Address to listen on; port 0 picks a free one.
-    pub host: String,
-    pub port: u16,
-    /// Worker threads; 0 means one per CPU core.
-    pub workers: usize,
-    /// How long a graceful stop waits for in-flight requests.
-    pub shutdown_timeout: Duration,
-}
+use crate::groups::HttpSettings;
 
 /// A started server and the port it listens on.
 pub struct Listening {
@@ -29,7 +18,7 @@ pub struct Listening {
 
 /// Binds `options.host:options.port` and starts serving the apps `factory` makes (one per
 /// worker). The server runs until [`crate::Supervisor::run`] stops it (or its handle does).
-pub fn start<F, T, B>(options: &HttpOptions, factory: F) -> io::Result<Listening>
+pub fn start<F, T, B>(options: &HttpSettings, factory: F) -> io::Result<Listening>
 where
     F: Fn() -> App<T> + Send + Clone + 'static,
     T: ServiceFactory<
@@ -50,10 +39,10 @@ where
     let port = listener.local_addr()?.port();
     let mut server = HttpServer::new(factory)
         .listen(listener)?
-        .shutdown_timeout(options.shutdown_timeout.as_secs())
+        .shutdown_timeout(options.shutdown_timeout_s)
         .disable_signals();
-    if options.workers > 0 {
-        server = server.workers(options.workers);
+    if options.http_workers > 0 {
+        server = server.workers(options.http_workers);
     }
     Ok(Listening {
         server: server.run(),

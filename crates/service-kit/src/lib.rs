@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: defaults, then an optional TOML file, then environment variables, with
 //!   unknown file keys refused and [`SecretUrl`]s that never print their password.
+//! - [`groups`]: the settings groups the services share (HTTP, database pool, broker,
+//!   replicas), flattened into each service's settings.
 //! - [`telemetry`]: `tracing` to stdout, as text or JSON lines.
 //! - [`metrics`]: the Prometheus recorder and its text rendering.
 //! - [`shutdown`]: a cancellation token fired by SIGTERM or Ctrl-C.
@@ -12,6 +14,7 @@
 
 mod backoff;
 pub mod config;
+pub mod groups;
 pub mod http;
 pub mod metrics;
 pub mod replicas;

@@ -7,10 +7,6 @@
 use crate::SecretUrl;
 use crate::config::ConfigError;
 
-/// The defaults of `replica_1_url` and `replica_2_url`: the local clusters `make run` creates.
-pub const DEFAULT_REPLICA_1_URL: &str = "postgres://catalogue:catalogue@127.0.0.1:5433/products";
-pub const DEFAULT_REPLICA_2_URL: &str = "postgres://catalogue:catalogue@127.0.0.1:5434/products";
-
 /// One replica: the name used in logs, metrics, headers and commands, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaTarget {

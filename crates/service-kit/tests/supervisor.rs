@@ -6,17 +6,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, web};
-use service_kit::http::{HttpOptions, Listening};
+use service_kit::groups::HttpSettings;
+use service_kit::http::Listening;
 use service_kit::supervisor::{Cause, TaskFailure};
 use service_kit::{Stopped, Supervisor, TaskHealth};
 use tokio_util::sync::CancellationToken;
 
-fn options() -> HttpOptions {
-    HttpOptions {
+fn options() -> HttpSettings {
+    HttpSettings {
         host: "127.0.0.1".into(),
         port: 0,
-        workers: 1,
-        shutdown_timeout: Duration::from_secs(5),
+        http_workers: 1,
+        shutdown_timeout_s: 5,
     }
 }
 

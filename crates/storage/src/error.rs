@@ -8,8 +8,8 @@ use crate::sqlstate::SqlState;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// No connection could be had in time: the database is down, unreachable or saturated.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable")]
+    Unavailable(#[from] Unavailable),
     /// A statement or transaction ran past its deadline.
     #[error("database did not answer within {0:?}")]
     Timeout(Duration),
@@ -120,8 +120,24 @@ impl StorageError {
     }
 }
 
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("no pooled connection in time")]
+    Pool(#[source] diesel_async::pooled_connection::deadpool::PoolError),
+    #[error("cannot connect")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("cannot open a session")]
+    Session(#[source] diesel::ConnectionError),
+    #[error("the pool cannot be built")]
+    Build(#[source] diesel_async::pooled_connection::deadpool::BuildError),
+    /// The service is shutting down and takes no new database work.
+    #[error("the service is stopping")]
+    Stopping,
+}
+
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for StorageError {
     fn from(error: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
-        StorageError::Unavailable(error.to_string())
+        StorageError::Unavailable(Unavailable::Pool(error))
     }
 }

@@ -25,6 +25,6 @@ pub mod sqlstate;
 pub mod staleness;
 
 pub use diesel_async::AsyncPgConnection;
-pub use error::StorageError;
+pub use error::{StorageError, Unavailable};
 pub use pool::{DbPool, PoolSettings, TransactionError};
 pub use sqlstate::SqlState;

@@ -16,7 +16,7 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio::time::Instant;
 
-use crate::StorageError;
+use crate::{StorageError, Unavailable};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
@@ -79,14 +79,14 @@ where
     )
     .await
     .map_err(|_| timed_out())?
-    .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+    .map_err(|e| StorageError::Unavailable(Unavailable::Connect(e)))?;
     // The connection's I/O runs in a task we own: aborting it closes the socket.
     let io = tokio::spawn(connection);
     let outcome = async {
         let conn = tokio::time::timeout_at(until, AsyncPgConnection::try_from(client))
             .await
             .map_err(|_| timed_out())?
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+            .map_err(|e| StorageError::Unavailable(Unavailable::Session(e)))?;
         let mut harness = tokio::task::spawn_blocking(move || {
             let mut conn = SyncConnection::from(conn);
             run_locked(&mut conn, work)

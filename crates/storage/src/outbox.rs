@@ -83,17 +83,9 @@ struct NewOutboxRow<'a> {
     request_id: Option<&'a str>,
 }
 
-/// Records the change that left `product` as it is. Call it in the transaction that wrote
-/// the product, so both commit or neither does.
-pub async fn enqueue(
-    conn: &mut AsyncPgConnection,
-    product: &Product,
-    request_id: Option<&str>,
-) -> Result<(), StorageError> {
-    enqueue_all(conn, &[(product, request_id)]).await
-}
-
-/// [`enqueue`] for many changes, in one statement (in the order given, so `seq` follows it).
+/// Records the changes that left each product as it is, in one statement (in the order
+/// given, so `seq` follows it). Call it in the transaction that wrote the products, so both
+/// commit or neither does.
 pub async fn enqueue_all(
     conn: &mut AsyncPgConnection,
     changes: &[(&Product, Option<&str>)],

@@ -10,7 +10,7 @@ use diesel_async::{
 };
 use futures_util::FutureExt;
 
-use crate::{StorageError, session};
+use crate::{StorageError, Unavailable, session};
 
 /// A pool of connections to one database.
 pub type DbPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
@@ -95,7 +95,7 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
         .recycle_timeout(Some(settings.connect_timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .map_err(|e| StorageError::Unavailable(format!("cannot build pool: {e}")))
+        .map_err(|e| StorageError::Unavailable(Unavailable::Build(e)))
 }
 
 /// A connection checked out of a pool.
@@ -236,7 +236,8 @@ where
             let mut keep = rolled_back;
             if let Some(storage) = error.storage_error() {
                 let unclassified =
-                    std::mem::replace(storage, StorageError::Unavailable(String::new()));
+                    // A placeholder, replaced at once by the classified error.
+                    std::mem::replace(storage, StorageError::Unavailable(Unavailable::Stopping));
                 let classified = explain(unclassified, conn);
                 keep &= classified.leaves_connection_usable();
                 *storage = classified;

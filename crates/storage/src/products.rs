@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use domain::{Price, Product, ProductFields, ProductId, ProductName, Stock, Version};
+use domain::{Price, Product, ProductId, ProductName, Stock, Version};
 use uuid::Uuid;
 
 use crate::StorageError;
@@ -58,36 +58,19 @@ impl From<&Product> for ProductRow {
     }
 }
 
-/// The row for `id`, live or tombstone, locked until the transaction ends.
-pub async fn lock(
-    conn: &mut AsyncPgConnection,
-    id: ProductId,
-) -> Result<Option<Product>, StorageError> {
-    fetch(conn, id, true).await
-}
-
 /// The row for `id`, live or tombstone.
 pub async fn find(
     conn: &mut AsyncPgConnection,
     id: ProductId,
 ) -> Result<Option<Product>, StorageError> {
-    fetch(conn, id, false).await
-}
-
-async fn fetch(
-    conn: &mut AsyncPgConnection,
-    id: ProductId,
-    for_update: bool,
-) -> Result<Option<Product>, StorageError> {
-    let query = products::table
+    products::table
         .find(id.as_uuid())
-        .select(ProductRow::as_select());
-    let row = if for_update {
-        query.for_update().first(conn).await
-    } else {
-        query.first(conn).await
-    };
-    row.optional()?.map(ProductRow::into_product).transpose()
+        .select(ProductRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(ProductRow::into_product)
+        .transpose()
 }
 
 /// Takes transaction-scoped advisory locks on `ids` (live, deleted or absent alike), in one
@@ -203,75 +186,4 @@ pub async fn live_page(
         None => {}
     }
     Ok(select.load(conn).await?)
-}
-
-/// Inserts a new product at version 1, unless the id exists (live or tombstone): then
-/// nothing is written and `None` comes back.
-pub async fn insert_new(
-    conn: &mut AsyncPgConnection,
-    id: ProductId,
-    fields: &ProductFields,
-) -> Result<Option<Product>, StorageError> {
-    use diesel::dsl::now;
-    diesel::insert_into(products::table)
-        .values((
-            products::id.eq(id.as_uuid()),
-            products::name.eq(fields.name.as_str()),
-            products::price_cents.eq(fields.price.cents()),
-            products::stock.eq(fields.stock.units()),
-            products::created_at.eq(now),
-            products::updated_at.eq(now),
-            products::version.eq(Version::FIRST.get()),
-        ))
-        .on_conflict_do_nothing()
-        .returning(ProductRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?
-        .map(ProductRow::into_product)
-        .transpose()
-}
-
-/// Writes `fields` over the row `current` (live or tombstone) and raises its version.
-/// Reviving a tombstone makes a new product: `created_at` restarts and `deleted_at` clears.
-pub async fn overwrite(
-    conn: &mut AsyncPgConnection,
-    current: &Product,
-    fields: &ProductFields,
-) -> Result<Product, StorageError> {
-    use diesel::dsl::{case_when, now};
-    let created_at = case_when(products::deleted_at.is_null(), products::created_at)
-        .otherwise(now.into_sql::<diesel::sql_types::Timestamptz>());
-    diesel::update(products::table.find(current.id.as_uuid()))
-        .set((
-            products::name.eq(fields.name.as_str()),
-            products::price_cents.eq(fields.price.cents()),
-            products::stock.eq(fields.stock.units()),
-            products::created_at.eq(created_at),
-            products::updated_at.eq(now),
-            products::version.eq(current.version.next().get()),
-            products::deleted_at.eq(None::<DateTime<Utc>>),
-        ))
-        .returning(ProductRow::as_returning())
-        .get_result(conn)
-        .await?
-        .into_product()
-}
-
-/// Turns the live row `current` into a tombstone and raises its version.
-pub async fn mark_deleted(
-    conn: &mut AsyncPgConnection,
-    current: &Product,
-) -> Result<Product, StorageError> {
-    use diesel::dsl::now;
-    diesel::update(products::table.find(current.id.as_uuid()))
-        .set((
-            products::updated_at.eq(now),
-            products::deleted_at.eq(now.into_sql::<diesel::sql_types::Timestamptz>().nullable()),
-            products::version.eq(current.version.next().get()),
-        ))
-        .returning(ProductRow::as_returning())
-        .get_result(conn)
-        .await?
-        .into_product()
 }

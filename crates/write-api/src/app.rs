@@ -8,7 +8,6 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, web};
 use anyhow::Context;
 use chrono::Utc;
-use messaging::BrokerAddress;
 use service_kit::{Backoff, Supervisor};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -35,14 +34,13 @@ impl Application {
     /// Migrates the primary (when configured), binds the port and starts serving. `shutdown`
     /// stops the server gracefully (in-flight requests finish), then the relay.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let database_url = settings.database_url.expose().to_owned();
+        let database_url = settings.db.database_url.expose().to_owned();
         if settings.run_migrations {
             migrate_when_reachable(&database_url, &shutdown).await?;
         }
         let pool = storage::pool::build(&database_url, &settings.pool_settings())
             .context("building the primary database pool")?;
-        let address =
-            BrokerAddress::parse(settings.rabbitmq_url.expose()).context("parsing RABBITMQ_URL")?;
+        let address = settings.broker_address().context("parsing RABBITMQ_URL")?;
         let mut supervisor = Supervisor::new(shutdown);
 
         let outbox_written = Arc::new(Notify::new());
@@ -60,7 +58,7 @@ impl Application {
             db_deadline: settings.request_timeout_ms,
             wake: outbox_written.clone(),
             status,
-            reconnect_max: settings.amqp_reconnect_max_ms,
+            reconnect_max: settings.broker.amqp_reconnect_max_ms,
             heartbeat: Some(settings.heartbeat_interval_ms).filter(|i| !i.is_zero()),
         };
 
@@ -86,7 +84,7 @@ impl Application {
             tracing::warn!("WRITE_API_TOKEN is not set: writes need no credentials");
         }
 
-        let listening = service_kit::http::start(&settings.http_options(), move || {
+        let listening = service_kit::http::start(&settings.http, move || {
             App::new()
                 .wrap(from_fn(access::require_token))
                 .wrap(from_fn(http_api::middleware::request_context))

@@ -99,7 +99,7 @@ mod tests {
         for error in [
             lost(),
             StorageError::Timeout(Duration::from_secs(1)),
-            StorageError::Unavailable("pool timed out".into()),
+            StorageError::Unavailable(storage::Unavailable::Stopping),
         ] {
             let answer = storage_error(&error);
             assert_eq!(

@@ -108,7 +108,7 @@ impl GroupCommit {
             reply,
         };
         if self.jobs.send(job).is_err() {
-            return Err(StorageError::Unavailable("write-api is stopping".into()).into());
+            return Err(StorageError::Unavailable(storage::Unavailable::Stopping).into());
         }
         // A committer answers within its queue wait plus two tries of a group, each bounded by
         // the deadline. Past that something is wrong with the committers themselves; the write

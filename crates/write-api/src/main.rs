@@ -34,15 +34,15 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings.clone(), shutdown).await?;
             tracing::info!(
                 port = app.port(),
-                database = %settings.database_url,
-                broker = %settings.rabbitmq_url,
+                database = %settings.db.database_url,
+                broker = %settings.broker.rabbitmq_url,
                 "write-api listening"
             );
             app.run_until_stopped().await
         }
         Command::Migrate => {
             let applied = storage::migrations::run_pending(
-                settings.database_url.expose(),
+                settings.db.database_url.expose(),
                 write_api::app::STARTUP_DB_WAIT,
             )
             .await

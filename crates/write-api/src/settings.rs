@@ -4,27 +4,21 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use service_kit::SecretText;
 use service_kit::config::{ConfigError, millis};
+use service_kit::groups::{AmqpSettings, DbSettings, HttpSettings};
 use service_kit::telemetry::LogFormat;
-use service_kit::{SecretText, SecretUrl};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// Address to listen on.
-    pub host: String,
-    pub port: u16,
-    /// HTTP worker threads; 0 means one per CPU core.
-    pub http_workers: usize,
+    #[serde(flatten)]
+    pub http: HttpSettings,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
-    /// How long SIGTERM waits for in-flight requests.
-    pub shutdown_timeout_s: u64,
     /// The primary database.
-    pub database_url: SecretUrl,
-    pub db_pool_size: usize,
-    #[serde(with = "millis")]
-    pub db_connect_timeout_ms: Duration,
+    #[serde(flatten)]
+    pub db: DbSettings,
     #[serde(with = "millis")]
     pub db_statement_timeout_ms: Duration,
     /// Bound on all database work of one request, waiting for a connection included;
@@ -33,14 +27,8 @@ pub struct Settings {
     pub request_timeout_ms: Duration,
     /// Apply pending migrations at start-up.
     pub run_migrations: bool,
-    pub rabbitmq_url: SecretUrl,
-    /// AMQP heartbeat when the URL does not set one.
-    pub amqp_heartbeat_s: u16,
-    #[serde(with = "millis")]
-    pub amqp_connect_timeout_ms: Duration,
-    /// Ceiling of the backoff between reconnect attempts to the broker.
-    #[serde(with = "millis")]
-    pub amqp_reconnect_max_ms: Duration,
+    #[serde(flatten)]
+    pub broker: AmqpSettings,
     /// Outbox rows published per confirm round.
     pub relay_batch_size: i64,
     /// The relay wakes at once on a local write; this is its fallback poll (for rows left by
@@ -69,21 +57,13 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            host: "0.0.0.0".into(),
-            port: 8000,
-            http_workers: 0,
+            http: HttpSettings::on_port(8000),
             body_limit_bytes: 64 * 1024,
-            shutdown_timeout_s: 30,
-            database_url: SecretUrl::new("postgres://catalogue:catalogue@127.0.0.1:5432/products"),
-            db_pool_size: 16,
-            db_connect_timeout_ms: Duration::from_secs(3),
+            db: DbSettings::local_primary("catalogue", 16, Duration::from_secs(3)),
             db_statement_timeout_ms: Duration::from_secs(5),
             request_timeout_ms: Duration::from_secs(5),
             run_migrations: true,
-            rabbitmq_url: SecretUrl::new("amqp://catalogue:catalogue@127.0.0.1:5672/catalogue"),
-            amqp_heartbeat_s: 10,
-            amqp_connect_timeout_ms: Duration::from_secs(5),
-            amqp_reconnect_max_ms: Duration::from_secs(10),
+            broker: AmqpSettings::local(),
             relay_batch_size: 500,
             relay_poll_interval_ms: Duration::from_secs(1),
             relay_confirm_timeout_ms: Duration::from_secs(10),
@@ -98,12 +78,13 @@ impl Default for Settings {
 }
 
 impl service_kit::config::Settings for Settings {
+    const ALIASES: &'static [(&'static str, &'static str)] = &[("rabbitmq_urls", "rabbitmq_url")];
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if self.db_pool_size == 0 {
-            return invalid("db_pool_size must be at least 1".into());
-        }
-        if !(1..=self.db_pool_size).contains(&self.group_commit_committers) {
+        self.db.validate()?;
+        self.broker.validate()?;
+        if !(1..=self.db.db_pool_size).contains(&self.group_commit_committers) {
             return invalid(
                 "group_commit_committers must be between 1 and db_pool_size (each holds a \
                  connection while its group commits)"
@@ -119,29 +100,22 @@ impl service_kit::config::Settings for Settings {
         if self.body_limit_bytes < 1024 {
             return invalid("body_limit_bytes must be at least 1024".into());
         }
-        if let Err(e) = messaging::BrokerAddress::parse(self.rabbitmq_url.expose()) {
+        if let Err(e) = self.broker_address() {
             return invalid(format!("rabbitmq_url: {e}"));
         }
         service_kit::config::require_positive(&[
-            ("db_connect_timeout_ms", self.db_connect_timeout_ms),
             ("db_statement_timeout_ms", self.db_statement_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
             ("relay_poll_interval_ms", self.relay_poll_interval_ms),
             ("relay_confirm_timeout_ms", self.relay_confirm_timeout_ms),
-            ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
-            ("amqp_reconnect_max_ms", self.amqp_reconnect_max_ms),
         ])
     }
 }
 
 impl Settings {
-    pub fn http_options(&self) -> service_kit::http::HttpOptions {
-        service_kit::http::HttpOptions {
-            host: self.host.clone(),
-            port: self.port,
-            workers: self.http_workers,
-            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
-        }
+    /// The broker's address, as checked at load.
+    pub fn broker_address(&self) -> Result<messaging::BrokerAddress, messaging::MessagingError> {
+        messaging::BrokerAddress::parse(self.broker.rabbitmq_url.expose())
     }
 
     pub fn group_settings(&self) -> crate::group_commit::GroupSettings {
@@ -155,8 +129,8 @@ impl Settings {
 
     pub fn pool_settings(&self) -> storage::PoolSettings {
         let mut pool = storage::PoolSettings::new("write-api");
-        pool.max_size = self.db_pool_size;
-        pool.connect_timeout = self.db_connect_timeout_ms;
+        pool.max_size = self.db.db_pool_size;
+        pool.connect_timeout = self.db.db_connect_timeout_ms;
         pool.acquire_timeout = self.request_timeout_ms;
         pool.statement_timeout = self.db_statement_timeout_ms;
         pool
@@ -164,8 +138,8 @@ impl Settings {
 
     pub fn broker_settings(&self) -> messaging::BrokerSettings {
         let mut broker = messaging::BrokerSettings::new("write-api");
-        broker.heartbeat = self.amqp_heartbeat_s;
-        broker.connect_timeout = self.amqp_connect_timeout_ms;
+        broker.heartbeat = self.broker.amqp_heartbeat_s;
+        broker.connect_timeout = self.broker.amqp_connect_timeout_ms;
         broker.confirm_timeout = self.relay_confirm_timeout_ms;
         broker
     }

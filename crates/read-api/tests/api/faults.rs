@@ -27,13 +27,13 @@ async fn faulty_cluster(interval: Duration) -> (Cluster, TcpProxy, Arc<TestApp>,
         .await;
     let (proxy, proxied_url) = behind_proxy(&cluster.replicas[1]).await;
     let mut settings = test_settings(&cluster);
-    settings.replica_urls = vec![
+    settings.replicas.replica_urls = vec![
         SecretUrl::new(cluster.replicas[0].url()),
         SecretUrl::new(proxied_url),
     ];
     settings.fallback_to_primary = false;
-    settings.db_pool_size = 4;
-    settings.db_connect_timeout_ms = Duration::from_millis(500);
+    settings.db.db_pool_size = 4;
+    settings.db.db_connect_timeout_ms = Duration::from_millis(500);
     settings.read_timeout_ms = Duration::from_millis(700);
     settings.request_deadline_ms = Duration::from_secs(6);
     settings.health_check_interval_ms = interval;

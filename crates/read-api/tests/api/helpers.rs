@@ -8,6 +8,7 @@ use read_api::{Application, Settings, Strategy};
 use reqwest::{Method, Response};
 use serde_json::Value;
 use service_kit::SecretUrl;
+use service_kit::groups::{DbSettings, HttpSettings, ReplicaSettings};
 use storage::products::ProductRow;
 use storage::schema::products;
 use test_support::{TcpProxy, TestDatabase};
@@ -75,20 +76,27 @@ pub async fn level_replica() -> TestDatabase {
 /// health checks and generous per-read timeouts (tests run in parallel on 2 cores).
 pub fn test_settings(cluster: &Cluster) -> Settings {
     Settings {
-        host: "127.0.0.1".into(),
-        port: 0,
-        http_workers: 1,
-        shutdown_timeout_s: 5,
-        replica_urls: cluster
-            .replicas
-            .iter()
-            .map(|db| SecretUrl::new(db.url()))
-            .collect(),
-        database_url: SecretUrl::new(cluster.primary.url()),
+        http: HttpSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            http_workers: 1,
+            shutdown_timeout_s: 5,
+        },
+        replicas: ReplicaSettings {
+            replica_urls: cluster
+                .replicas
+                .iter()
+                .map(|db| SecretUrl::new(db.url()))
+                .collect(),
+            ..ReplicaSettings::local("catalogue_reader")
+        },
+        db: DbSettings {
+            database_url: SecretUrl::new(cluster.primary.url()),
+            db_pool_size: 3,
+            db_connect_timeout_ms: Duration::from_secs(2),
+        },
         fallback_to_primary: true,
         strategy: Strategy::RoundRobin,
-        db_pool_size: 3,
-        db_connect_timeout_ms: Duration::from_secs(2),
         db_statement_timeout_ms: Duration::from_secs(3),
         read_timeout_ms: Duration::from_secs(3),
         request_deadline_ms: Duration::from_secs(8),

@@ -15,7 +15,7 @@ async fn healthz_answers_and_metrics_count_reads_per_source_and_outcome() {
     // Metrics are process-wide: unique replica names keep other tests' gauges apart.
     let names = [unique_name("ops"), unique_name("ops")];
     let mut settings = test_settings(&cluster);
-    settings.replica_urls = names
+    settings.replicas.replica_urls = names
         .iter()
         .zip(&cluster.replicas)
         .map(|(name, db)| SecretUrl::new(format!("{name}={}", db.url())))

@@ -179,7 +179,7 @@ async fn p2c_ewma_gives_a_slow_replica_a_small_share_until_it_is_fast_again() {
         .await;
     let (proxy, proxied) = crate::helpers::behind_proxy(&cluster.replicas[1]).await;
     let mut settings = test_settings(&cluster);
-    settings.replica_urls = vec![
+    settings.replicas.replica_urls = vec![
         service_kit::SecretUrl::new(cluster.replicas[0].url()),
         service_kit::SecretUrl::new(proxied),
     ];
@@ -187,8 +187,8 @@ async fn p2c_ewma_gives_a_slow_replica_a_small_share_until_it_is_fast_again() {
     // A short memory, so "fast again" shows within the test's seconds on a loaded machine
     // (recovery takes a few decay times).
     settings.latency_decay_ms = std::time::Duration::from_millis(500);
-    settings.http_workers = 2;
-    settings.db_pool_size = 16;
+    settings.http.http_workers = 2;
+    settings.db.db_pool_size = 16;
     settings.fallback_to_primary = false;
     let app = Arc::new(spawn_app(settings).await);
     let path = format!("/api/products/{}", product.id);

@@ -1,22 +1,17 @@
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
-use domain::{ChangeKind, ProductId};
-use storage::{StorageError, outbox, products};
+use domain::ChangeKind;
+use storage::{StorageError, outbox};
 
-use crate::{fields, migrated};
+use crate::{deleted, migrated, new_product, stored};
 
 #[tokio::test]
 async fn enqueue_claim_and_remove() {
     let (_db, mut conn) = migrated().await;
-    let id = ProductId::generate();
-    let created = products::insert_new(&mut conn, id, &fields("Lamp", 1999, 3))
-        .await
-        .unwrap()
-        .unwrap();
-    outbox::enqueue(&mut conn, &created, Some("req-1"))
+    let created = new_product("Lamp", 1999, 3);
+    let deleted = deleted(&created);
+    outbox::enqueue_all(&mut conn, &[(&created, Some("req-1")), (&deleted, None)])
         .await
         .unwrap();
-    let deleted = products::mark_deleted(&mut conn, &created).await.unwrap();
-    outbox::enqueue(&mut conn, &deleted, None).await.unwrap();
 
     let backlog = outbox::backlog(&mut conn).await.unwrap();
     assert_eq!(backlog.rows, 2);
@@ -45,13 +40,10 @@ async fn enqueue_claim_and_remove() {
 #[tokio::test]
 async fn two_relays_never_claim_the_same_row() {
     let (db, mut conn) = migrated().await;
-    for i in 0..10 {
-        let product = products::insert_new(&mut conn, ProductId::generate(), &fields("p", i, 0))
-            .await
-            .unwrap()
-            .unwrap();
-        outbox::enqueue(&mut conn, &product, None).await.unwrap();
-    }
+    let changes: Vec<_> = (0..10).map(|i| new_product("p", i, 0)).collect();
+    stored(&mut conn, &changes).await;
+    let changes: Vec<_> = changes.iter().map(|p| (p, None)).collect();
+    outbox::enqueue_all(&mut conn, &changes).await.unwrap();
     let mut other = db.connect().await;
     conn.transaction::<_, StorageError, _>(async |conn| {
         let first = outbox::claim(conn, 6).await?;
@@ -78,11 +70,10 @@ async fn two_relays_never_claim_the_same_row() {
 #[tokio::test]
 async fn undecodable_rows_are_moved_aside_with_their_reason() {
     let (_db, mut conn) = migrated().await;
-    let good = products::insert_new(&mut conn, ProductId::generate(), &fields("Lamp", 100, 1))
+    let good = new_product("Lamp", 100, 1);
+    outbox::enqueue_all(&mut conn, &[(&good, None)])
         .await
-        .unwrap()
         .unwrap();
-    outbox::enqueue(&mut conn, &good, None).await.unwrap();
     conn.batch_execute(
         "INSERT INTO outbox (event_id, product_id, version, name, price_cents, stock, \
              created_at, updated_at) \

@@ -1,97 +1,101 @@
-use diesel_async::AsyncConnection;
-use domain::{ProductId, Version};
-use storage::{StorageError, products};
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use domain::ProductId;
+use storage::StorageError;
+use storage::products::{self, ProductRow};
 
-use crate::{fields, migrated};
-
-#[tokio::test]
-async fn insert_new_creates_version_one_once() {
-    let (_db, mut conn) = migrated().await;
-    let id = ProductId::generate();
-    let created = products::insert_new(&mut conn, id, &fields("Lamp", 1999, 3))
-        .await
-        .unwrap()
-        .expect("inserted");
-    assert_eq!(created.version, Version::FIRST);
-    assert_eq!(created.created_at, created.updated_at);
-    assert_eq!(created.price.cents(), 1999);
-    assert!(!created.is_deleted());
-
-    let again = products::insert_new(&mut conn, id, &fields("Other", 1, 1))
-        .await
-        .unwrap();
-    assert!(again.is_none(), "an existing id must not be overwritten");
-    assert_eq!(products::find(&mut conn, id).await.unwrap(), Some(created));
-}
+use crate::{deleted, migrated, new_product, stored};
 
 #[tokio::test]
-async fn overwrite_delete_and_revive_raise_the_version() {
+async fn stored_products_and_tombstones_read_back_field_for_field() {
     let (_db, mut conn) = migrated().await;
-    let id = ProductId::generate();
-    let v1 = products::insert_new(&mut conn, id, &fields("Lamp", 1999, 3))
-        .await
-        .unwrap()
-        .unwrap();
-    let v2 = products::overwrite(&mut conn, &v1, &fields("Lamp XL", 2999, 1))
-        .await
-        .unwrap();
-    assert_eq!(v2.version.get(), 2);
-    assert_eq!(v2.created_at, v1.created_at, "an update keeps created_at");
-    assert_eq!(v2.name.as_str(), "Lamp XL");
-
-    let v3 = products::mark_deleted(&mut conn, &v2).await.unwrap();
-    assert_eq!(v3.version.get(), 3);
-    assert_eq!(v3.deleted_at, Some(v3.updated_at));
-    assert_eq!(v3.name, v2.name, "a tombstone keeps the last fields");
-
-    let v4 = products::overwrite(&mut conn, &v3, &fields("Lamp again", 5, 5))
-        .await
-        .unwrap();
+    let lamp = new_product("Lamp", 1999, 3);
+    stored(&mut conn, std::slice::from_ref(&lamp)).await;
     assert_eq!(
-        v4.version.get(),
-        4,
-        "a re-create continues from the tombstone"
+        products::find(&mut conn, lamp.id).await.unwrap(),
+        Some(lamp.clone())
     );
-    assert!(!v4.is_deleted());
-    assert!(v4.created_at > v1.created_at, "a re-created product is new");
+
+    let tombstone = deleted(&lamp);
+    stored(&mut conn, std::slice::from_ref(&tombstone)).await;
+    assert_eq!(
+        products::find(&mut conn, lamp.id).await.unwrap(),
+        Some(tombstone)
+    );
+    assert_eq!(
+        products::find(&mut conn, ProductId::generate())
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
 async fn money_round_trips_exactly() {
     let (_db, mut conn) = migrated().await;
-    for cents in [0, 1, 10, 9999, 100_050, domain::Price::MAX_CENTS] {
-        let id = ProductId::generate();
-        products::insert_new(&mut conn, id, &fields("p", cents, 0))
+    let prices = [0, 1, 10, 9999, 100_050, domain::Price::MAX_CENTS];
+    let all: Vec<_> = prices.iter().map(|c| new_product("p", *c, 0)).collect();
+    stored(&mut conn, &all).await;
+    for (product, cents) in all.iter().zip(prices) {
+        let stored = products::find(&mut conn, product.id)
             .await
+            .unwrap()
             .unwrap();
-        let stored = products::find(&mut conn, id).await.unwrap().unwrap();
         assert_eq!(stored.price.cents(), cents);
     }
 }
 
 #[tokio::test]
-async fn lock_holds_the_row_until_commit() {
-    let (db, mut conn) = migrated().await;
-    let id = ProductId::generate();
-    products::insert_new(&mut conn, id, &fields("Lamp", 1, 1))
+async fn store_refuses_a_row_that_is_not_newer_than_the_stored_one() {
+    let (_db, mut conn) = migrated().await;
+    let lamp = new_product("Lamp", 1, 1);
+    stored(&mut conn, std::slice::from_ref(&lamp)).await;
+    let again = conn
+        .transaction::<_, StorageError, _>(async |conn| {
+            products::store(conn, &[ProductRow::from(&lamp)]).await
+        })
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(again, StorageError::Corrupt { .. }), "{again:?}");
+}
+
+#[tokio::test]
+async fn lock_group_holds_every_id_until_commit_even_an_absent_one() {
+    let (db, mut conn) = migrated().await;
+    let lamp = new_product("Lamp", 1, 1);
+    stored(&mut conn, std::slice::from_ref(&lamp)).await;
+    let absent = ProductId::generate();
 
     let mut other = db.connect().await;
-    use diesel_async::SimpleAsyncConnection;
     other
         .batch_execute("SET lock_timeout = '200ms'")
         .await
         .unwrap();
-
     conn.transaction::<_, StorageError, _>(async |conn| {
-        products::lock(conn, id).await?.expect("row");
-        let blocked = other
-            .transaction::<_, StorageError, _>(async |other| products::lock(other, id).await)
-            .await;
-        assert!(blocked.is_err(), "a second lock must wait for the first");
+        let (_, read) = products::lock_group(conn, &[absent, lamp.id]).await?;
+        assert_eq!(
+            read,
+            std::slice::from_ref(&lamp),
+            "the rows are read under the locks"
+        );
+        for id in [lamp.id, absent] {
+            let blocked = other
+                .transaction::<_, StorageError, _>(async |other| {
+                    products::lock_group(other, &[id]).await
+                })
+                .await;
+            assert!(
+                blocked.is_err(),
+                "a second lock on {id} must wait for the first"
+            );
+        }
         Ok(())
     })
     .await
     .unwrap();
+    other
+        .transaction::<_, StorageError, _>(async |other| {
+            products::lock_group(other, &[lamp.id, absent]).await
+        })
+        .await
+        .expect("free once the first transaction ended");
 }

@@ -5,6 +5,7 @@ use diesel_async::RunQueryDsl;
 use domain::ChangeEvent;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
+use service_kit::groups::{AmqpSettings, DbSettings, HttpSettings};
 use test_support::{TestDatabase, TestVhost};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,17 +23,25 @@ pub struct TestApp {
 /// Settings for a test app: a free port, one worker, quick polling and reconnects.
 pub fn test_settings(db: &TestDatabase, rabbitmq_url: &str) -> Settings {
     Settings {
-        host: "127.0.0.1".into(),
-        port: 0,
-        http_workers: 1,
-        database_url: service_kit::SecretUrl::new(db.url()),
-        rabbitmq_url: service_kit::SecretUrl::new(rabbitmq_url),
-        db_pool_size: 4,
+        http: HttpSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            http_workers: 1,
+            shutdown_timeout_s: 5,
+        },
+        db: DbSettings {
+            database_url: service_kit::SecretUrl::new(db.url()),
+            db_pool_size: 4,
+            ..Settings::default().db
+        },
+        broker: AmqpSettings {
+            rabbitmq_url: service_kit::SecretUrl::new(rabbitmq_url),
+            amqp_connect_timeout_ms: Duration::from_secs(2),
+            amqp_reconnect_max_ms: Duration::from_millis(500),
+            ..AmqpSettings::local()
+        },
         relay_poll_interval_ms: Duration::from_millis(200),
         relay_confirm_timeout_ms: Duration::from_secs(3),
-        amqp_connect_timeout_ms: Duration::from_secs(2),
-        amqp_reconnect_max_ms: Duration::from_millis(500),
-        shutdown_timeout_s: 5,
         ..Settings::default()
     }
 }

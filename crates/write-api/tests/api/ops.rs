@@ -28,9 +28,9 @@ async fn readyz_fails_when_the_primary_is_unreachable() {
     let vhost = std::sync::Arc::new(test_support::TestVhost::create().await);
     let proxy = test_support::TcpProxy::start(&db.server()).await;
     let mut settings = crate::helpers::test_settings(&db, &vhost.url());
-    settings.database_url = service_kit::SecretUrl::new(db.url_via(&proxy.host()));
+    settings.db.database_url = service_kit::SecretUrl::new(db.url_via(&proxy.host()));
     settings.request_timeout_ms = std::time::Duration::from_secs(1);
-    settings.db_connect_timeout_ms = std::time::Duration::from_millis(500);
+    settings.db.db_connect_timeout_ms = std::time::Duration::from_millis(500);
     let app = crate::helpers::spawn_with(settings, db, vhost).await;
 
     proxy.set(test_support::LinkMode::Frozen);
