@@ -139,6 +139,7 @@ log "running the benchmark"
 # trap stops the tool too).
 (cd "$ROOT" && exec "$ROOT/target/release/bench" --pid-dir "$RUN_DIR" \
   --replicator-bin "$ROOT/target/release/replicator" \
+  --read-api-bin "$ROOT/target/release/read-api" \
   --replicator-log "$LOGS/replicator-restarted.log" \
   --out-dir "$RESULTS" "$@") &
 echo $! >"$RUN_DIR/bench.pid"

@@ -11,6 +11,7 @@ pub enum Phase {
     Writes,
     Lag,
     Reads,
+    Strategies,
     Catchup,
 }
 
@@ -100,6 +101,20 @@ pub struct Args {
     /// Where the restarted replicator logs [default: <pid-dir or out-dir>/replicator-restarted.log].
     #[arg(long)]
     pub replicator_log: Option<PathBuf>,
+
+    /// read-api's binary, started once per strategy for the slow-replica comparison.
+    #[arg(long, default_value = "target/release/read-api")]
+    pub read_api_bin: PathBuf,
+    /// How long the slowed replica holds back every answer in the strategy comparison.
+    #[arg(long, default_value_t = 50)]
+    pub slow_replica_ms: u64,
+    /// The strategies compared under one slow replica.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "round_robin,random,least_outstanding,p2c_ewma"
+    )]
+    pub strategies: Vec<String>,
 
     /// Logical-replication baseline: subscriber databases (superuser there before
     /// PostgreSQL 16) [default: the two replicas].

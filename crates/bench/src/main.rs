@@ -15,6 +15,7 @@ mod phases;
 mod reads;
 mod report;
 mod services;
+mod strategies;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -161,6 +162,12 @@ async fn main() -> anyhow::Result<()> {
         )
     };
 
+    let strategies = if ctx.args.runs(Phase::Strategies) {
+        Figure::from_result(phases::strategies(&mut ctx).await)
+    } else {
+        skipped()
+    };
+
     let (catchup, catchup_baseline) = if ctx.args.runs(Phase::Catchup) {
         phases::catchup(&mut ctx).await
     } else {
@@ -196,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
         catchup_baseline,
         read_by_id,
         read_list,
+        strategies,
         memory,
         targets: Vec::new(),
         notes: notes(args),

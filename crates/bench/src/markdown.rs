@@ -235,8 +235,10 @@ pub fn render(report: &Report) -> String {
         }
     }
 
+    render_strategies(&mut md, &report.strategies);
+
     md.push_str(
-        "\n## 5. Memory (RSS, MiB)\n\n\
+        "\n## 6. Memory (RSS, MiB)\n\n\
          | Service | idle at start | max sampled under load | peak (VmHWM) | idle at end |\n\
          |---|---|---|---|---|\n",
     );
@@ -264,4 +266,37 @@ pub fn render(report: &Report) -> String {
         }
     }
     md
+}
+
+fn render_strategies(md: &mut String, strategies: &Figure<Vec<crate::strategies::StrategyRun>>) {
+    md.push_str(
+        "\n## 5. Routing under one slow replica: `GET /api/products/{id}` per strategy\n\n",
+    );
+    let runs = match strategies {
+        Figure::Measured(runs) => runs,
+        Figure::Unavailable { reason } => {
+            let _ = writeln!(md, "Unavailable: {reason}");
+            return;
+        }
+    };
+    md.push_str(
+        "Each run is a read-api of its own over both replicas, `replica-2` through a proxy \
+         that holds back each of its answers; the first row is the reference with nothing \
+         slowed.\n\n\
+         | Strategy | replica-2 slowed by | req/s | p50 ms | p99 ms | errors | replica-2's share |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let _ = writeln!(
+            md,
+            "| {} | {} ms | {:.0} | {:.1} | {:.1} | {} | {:.1} % |",
+            run.strategy,
+            run.slowed_ms,
+            run.reads.rps,
+            run.reads.latency.p50_ms,
+            run.reads.latency.p99_ms,
+            errors(&run.reads),
+            run.slow_share * 100.0
+        );
+    }
 }

@@ -16,6 +16,7 @@ use crate::logical;
 use crate::reads::{self, Replicas, ServedBy};
 use crate::report::{Figure, HalfLoadLag, Pair};
 use crate::services::{MemoryWatch, PidFiles};
+use crate::strategies;
 use crate::writes::{self, Sequence};
 
 /// A tracked write not on every replica after this long counts as missed.
@@ -243,6 +244,36 @@ pub async fn reads(ctx: &mut Context) -> anyhow::Result<(Pair, Pair)> {
             Figure::from_result(direct_list),
         ),
     ))
+}
+
+/// read-api's strategies under one slow replica, each in a read-api of its own.
+pub async fn strategies(ctx: &mut Context) -> anyhow::Result<Vec<strategies::StrategyRun>> {
+    let ids = Arc::new(if ctx.ids.is_empty() {
+        sample_ids(&ctx.dbs.replicas[0]).await?
+    } else {
+        ctx.ids.clone()
+    });
+    let [first, second] = ctx.dbs.replicas.as_slice() else {
+        bail!("the strategy comparison needs exactly two replicas");
+    };
+    // Beside the restarted replicator's log (bench.sh keeps the services' logs there).
+    let log_dir = ctx
+        .args
+        .replicator_log
+        .as_ref()
+        .and_then(|log| log.parent())
+        .map_or_else(|| ctx.args.out_dir.clone(), std::path::Path::to_path_buf);
+    let plan = strategies::Plan {
+        binary: &ctx.args.read_api_bin,
+        replica_urls: [first, second],
+        slow: Duration::from_millis(ctx.args.slow_replica_ms),
+        spec: ctx.spec(ctx.args.read_concurrency),
+        ids,
+        client: ctx.client.clone(),
+        log_dir: &log_dir,
+    };
+    let names: Vec<&str> = ctx.args.strategies.iter().map(String::as_str).collect();
+    strategies::compare(&plan, &names).await
 }
 
 /// Live ids from a replica, when no write ran in this process.

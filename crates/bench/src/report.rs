@@ -9,6 +9,7 @@ use crate::lag::Trend;
 use crate::load::{Latency, Throughput};
 use crate::logical::Logical;
 use crate::services::Memory;
+use crate::strategies::StrategyRun;
 
 /// A figure, or why there is none.
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +121,8 @@ pub struct Report {
     pub catchup_baseline: Figure<Logical>,
     pub read_by_id: Pair,
     pub read_list: Pair,
+    /// read-api's strategies, the reference run first (nothing slowed).
+    pub strategies: Figure<Vec<StrategyRun>>,
     pub memory: BTreeMap<String, Memory>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
@@ -201,7 +204,46 @@ impl Report {
                 met: peak.map(|p| p <= MEMORY_LIMIT_MB),
             });
         }
+        targets.push(self.slow_replica_target());
         self.targets = targets;
+    }
+
+    /// p2c_ewma with one replica slowed: at most 10 % of reads to it, and p99 within twice
+    /// the reference run's (nothing slowed).
+    fn slow_replica_target(&self) -> Target {
+        let name = "p2c_ewma with one replica slowed";
+        let wanted = "slowed share ≤ 10 %, p99 ≤ 2 × unslowed p99";
+        let runs = match &self.strategies {
+            Figure::Measured(runs) => runs,
+            figure => return unavailable(name, wanted, figure),
+        };
+        let reference = runs.iter().find(|r| r.slowed_ms == 0);
+        let p2c = runs
+            .iter()
+            .find(|r| r.slowed_ms > 0 && r.strategy == "p2c_ewma");
+        match (reference, p2c) {
+            (Some(reference), Some(p2c)) => Target {
+                name: format!("p2c_ewma with one replica slowed by {} ms", p2c.slowed_ms),
+                wanted: wanted.into(),
+                measured: format!(
+                    "share {:.1} %, p99 {:.1} ms vs {:.1} ms unslowed",
+                    p2c.slow_share * 100.0,
+                    p2c.reads.latency.p99_ms,
+                    reference.reads.latency.p99_ms
+                ),
+                met: Some(
+                    p2c.slow_share <= 0.10
+                        && p2c.reads.latency.p99_ms <= 2.0 * reference.reads.latency.p99_ms
+                        && p2c.reads.errors == 0,
+                ),
+            },
+            _ => Target {
+                name: name.into(),
+                wanted: wanted.into(),
+                measured: "p2c_ewma not among the strategies run".into(),
+                met: None,
+            },
+        }
     }
 }
 
