@@ -215,7 +215,11 @@ fn the_dockerfile_builds_small_non_root_images_with_a_cached_dependency_layer() 
             "{name} runs its own binary from the shared image"
         );
     }
-    assert_eq!(images.len(), 1, "one image for the three services: {images:?}");
+    assert_eq!(
+        images.len(),
+        1,
+        "one image for the three services: {images:?}"
+    );
 
     let ignored = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     for entry in ["target/", ".git/"] {
