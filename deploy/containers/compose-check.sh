@@ -240,11 +240,7 @@ check_build() {
     return 1
   }
   grep -E '^(Step|STEP) ' "$WORK/build.log" | tail -n 3 | sed 's/^/             /' || true
-  if [ "$before" = "$("$ENGINE" image inspect --format '{{.Id}}' "$image")" ]; then
-    note "$image unchanged: every layer came from the cache"
-  else
-    note "$image built ($("$ENGINE" image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}'))"
-  fi
+  note "$image: $("$ENGINE" image inspect --format '{{.Id}}' "$image" | cut -c1-12), created $("$ENGINE" image inspect --format '{{.Created}}' "$image" | cut -c1-19), $("$ENGINE" image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}') (was ${before:0:12})"
 }
 
 check_up() {
@@ -306,12 +302,14 @@ check_write_read() {
   esac
 }
 
-# Runs `replicator verify` in a one-off container until it exits 0 (within $1 s).
+# Runs `replicator verify` in a replicator container until it exits 0 (within $1 s).
 verify_converges() {
   local deadline=$((SECONDS + $1)) tries=0
   while :; do
     tries=$((tries + 1))
-    if compose run --rm --no-deps -T replicator replicator verify >"$WORK/verify.log" 2>&1; then
+    # In a running replicator container: docker-compose 1.29's `run` asks podman for links,
+    # which its API refuses ("link is not supported").
+    if compose exec -T replicator replicator verify >"$WORK/verify.log" 2>&1; then
       grep -v '^Creating\|^Starting' "$WORK/verify.log" | sed 's/^/             verify: /'
       note "replicator verify exited 0 (attempt $tries)"
       return 0
