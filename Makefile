@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export TEST_PG_ADMIN_URL ?= postgres://catalogue:catalogue@127.0.0.1:5432/postgres
 TEST_THREADS ?= 8
 
-.PHONY: help run stop reset test test-api test-faults test-fresh cluster-up cluster-down bench bench-quick lint fmt services clean-tests
+.PHONY: help run stop reset test test-api test-faults test-fresh test-compose cluster-up cluster-down bench bench-quick lint fmt services clean-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test-faults: services ## The fault suite: the services under load while links, p
 
 test-fresh: ## `make run` and `make test` on a fresh Debian container, timed (FRESH_ARGS="--commit REV")
 	deploy/containers/fresh-machine.sh $(FRESH_ARGS)
+
+test-compose: ## docker-compose.yml for real: one image build, up, smoke checks, down -v (long the first time: the build; not in CI)
+	deploy/containers/compose-check.sh $(COMPOSE_ARGS)
 
 bench: ## Benchmark the stack against PostgreSQL itself (about 7 min; results in bench/results/)
 	deploy/local/bench.sh $(BENCH_ARGS)

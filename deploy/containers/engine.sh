@@ -140,7 +140,9 @@ engine_compose_env() {
     engine_as_root rm -f "$socket"
     engine_log "starting podman's Docker-compatible API on $socket"
     # Its own stdio, so it does not hold the caller's output (a pipe) open after the caller ends.
-    podman system service --time=0 "unix://$socket" </dev/null >"$dir/service.log" 2>&1 &
+    # Image builds run inside it, so it runs at nice ENGINE_NICE (default 10): a long build
+    # leaves the machine's other work its share of the CPU.
+    nice -n "${ENGINE_NICE:-10}" podman system service --time=0 "unix://$socket" </dev/null >"$dir/service.log" 2>&1 &
     echo $! >"$pidfile"
     for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.2; done
     [ -S "$socket" ] || engine_die "podman system service did not open $socket; see $dir/service.log" || return 1

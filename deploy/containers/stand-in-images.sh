@@ -12,6 +12,17 @@
 #                         sources, set up like the official image (apt sources for bookworm,
 #                         -updates and -security; services not started by package scripts)
 #   debian:bookworm-slim  the same image under the second name
+#   rust:1.90-slim-bookworm   the stand-in Debian with Debian's rustc-web and cargo-web (from
+#                         bookworm-security: a newer Rust than the tag says, 1.96 when written),
+#                         gcc and libc6-dev, CARGO_HOME=/usr/local/cargo on PATH as in the
+#                         official image
+#   postgres:15           Debian's PostgreSQL 15 with stand-ins/postgres-entrypoint.sh, which
+#                         honours the official image's POSTGRES_USER, POSTGRES_PASSWORD,
+#                         POSTGRES_DB, PGDATA and /docker-entrypoint-initdb.d/
+#   rabbitmq:3.13-management  Debian's RabbitMQ with the management plugin and
+#                         stand-ins/rabbitmq-entrypoint.sh (RABBITMQ_DEFAULT_USER, _PASS, _VHOST).
+#                         It carries Debian bookworm's RabbitMQ, 3.10.8, NOT 3.13: said on
+#                         every build, and in the image's label catalogue.stand-in.carries
 #
 # The stand-in Debian also carries this machine's extra CA certificates
 # (/usr/local/share/ca-certificates/*.crt): where HTTPS leaving a container is intercepted by a
@@ -19,8 +30,8 @@
 # no ca-certificates package; installing that package (git and curl recommend it) adds them to
 # the trust store. This is the only place where the project trusts the machine's CAs.
 #
-# Stand-ins for rust, postgres and rabbitmq are not written yet: asking for them fails with a
-# clear message. Add a stand_in_NAME function and a line in stand_in_recipe to add one.
+# Any other image has no stand-in: asking for one fails with a clear message. Add a
+# stand_in_NAME function and a line in stand_in_recipe to add one.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -56,6 +67,9 @@ stand_in_recipe() {
   case "$(qualified "$1")" in
     docker.io/library/debian:bookworm) echo stand_in_debian_bookworm ;;
     docker.io/library/debian:bookworm-slim) echo stand_in_debian_bookworm_slim ;;
+    docker.io/library/rust:1.90-slim-bookworm) echo stand_in_rust ;;
+    docker.io/library/postgres:15) echo stand_in_postgres ;;
+    docker.io/library/rabbitmq:3.13-management) echo stand_in_rabbitmq ;;
     *) echo "" ;;
   esac
 }
@@ -170,6 +184,88 @@ stand_in_debian_bookworm_slim() {
   local image=$1 base=docker.io/library/debian:bookworm
   ensure_image "$base"
   "$ENGINE" tag "$base" "$image"
+}
+
+# Builds image $1 from the Containerfile on standard input, on the stand-in Debian, with
+# stand-ins/ as the context, labelled as a stand-in that carries $2.
+stand_in_build() {
+  local image=$1 carries=$2 file
+  ensure_image docker.io/library/debian:bookworm
+  mkdir -p "$CATALOGUE_CONTAINERS_DIR/build"
+  file=$(mktemp "$CATALOGUE_CONTAINERS_DIR/build/Containerfile.XXXXXX")
+  cat >"$file"
+  "$ENGINE" build --quiet --file "$file" --tag "$image" \
+    --label catalogue.stand-in=true --label "catalogue.stand-in.carries=$carries" \
+    "$HERE/stand-ins" >"$file.log" 2>&1 || {
+    tail -n 30 "$file.log" >&2
+    rm -f "$file"
+    die "building the stand-in $image failed; see $file.log"
+  }
+  rm -f "$file" "$file.log"
+}
+
+# The version of Debian package $2 in image $1.
+package_version() {
+  # shellcheck disable=SC2016 # dpkg-query's format
+  "$ENGINE" run --rm --entrypoint dpkg-query "$1" -W -f '${Version}' "$2"
+}
+
+stand_in_rust() {
+  local image=$1
+  stand_in_build "$image" "Debian's rustc-web and cargo-web" <<'EOF'
+FROM docker.io/library/debian:bookworm
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev make pkg-config \
+      rustc-web cargo-web \
+ && rm -rf /var/lib/apt/lists/*
+ENV CARGO_HOME=/usr/local/cargo \
+    PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+RUN mkdir -p /usr/local/cargo/bin && rustc --version && cargo --version
+EOF
+  log "stand-in $image carries Debian's Rust $(package_version "$image" rustc-web) (the tag says 1.90)"
+}
+
+stand_in_postgres() {
+  local image=$1
+  stand_in_build "$image" "Debian bookworm's PostgreSQL 15" <<'EOF'
+FROM docker.io/library/debian:bookworm
+# The package would create and start a cluster "main": drop it, the entry point makes its own.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-15 \
+ && { pg_dropcluster 15 main 2>/dev/null || true; } \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /var/lib/postgresql/data /docker-entrypoint-initdb.d \
+ && chown postgres:postgres /var/lib/postgresql/data && chmod 700 /var/lib/postgresql/data
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PGDATA=/var/lib/postgresql/data LANG=C.UTF-8
+COPY postgres-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+VOLUME /var/lib/postgresql/data
+ENTRYPOINT ["docker-entrypoint.sh"]
+STOPSIGNAL SIGINT
+EXPOSE 5432
+CMD ["postgres"]
+EOF
+  log "stand-in $image carries Debian's PostgreSQL $(package_version "$image" postgresql-15)"
+}
+
+stand_in_rabbitmq() {
+  local image=$1 version
+  stand_in_build "$image" "Debian bookworm's RabbitMQ 3.10, not 3.13" <<'EOF'
+FROM docker.io/library/debian:bookworm
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends rabbitmq-server \
+ && rm -rf /var/lib/apt/lists/* \
+ && rabbitmq-plugins enable --offline rabbitmq_management
+# HOME: rabbitmq-diagnostics run as root (a health check) finds the node's Erlang cookie.
+ENV HOME=/var/lib/rabbitmq LANG=C.UTF-8
+COPY rabbitmq-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+VOLUME /var/lib/rabbitmq
+ENTRYPOINT ["docker-entrypoint.sh"]
+EXPOSE 5672 15672
+CMD ["rabbitmq-server"]
+EOF
+  version=$(package_version "$image" rabbitmq-server)
+  log "NOTE: stand-in $image carries Debian's RabbitMQ $version, NOT 3.13 (Debian bookworm has no 3.13)"
 }
 
 REGISTRY=unknown # unknown | yes | no, found by the first pull

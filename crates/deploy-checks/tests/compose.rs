@@ -1,4 +1,5 @@
-//! `docker-compose.yml` and `deploy/Dockerfile`, checked by reading them.
+//! `docker-compose.yml` and `deploy/Dockerfile`, checked by reading them (`make test-compose`
+//! runs them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -202,11 +203,23 @@ fn the_dockerfile_builds_small_non_root_images_with_a_cached_dependency_layer() 
     );
 
     let compose = compose();
+    let mut images = BTreeSet::new();
     for name in ["write-api", "replicator", "read-api"] {
-        let build = &service(&compose, name)["build"];
+        let service = service(&compose, name);
+        let build = &service["build"];
         assert_eq!(build["dockerfile"].as_str(), Some("deploy/Dockerfile"));
-        assert_eq!(build["args"]["SERVICE"].as_str(), Some(name));
+        images.insert(service["image"].as_str().unwrap().to_owned());
+        assert_eq!(
+            service["command"][0].as_str(),
+            Some(name),
+            "{name} runs its own binary from the shared image"
+        );
     }
+    assert_eq!(
+        images.len(),
+        1,
+        "one image for the three services: {images:?}"
+    );
 
     let ignored = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     for entry in ["target/", ".git/"] {
@@ -215,4 +228,52 @@ fn the_dockerfile_builds_small_non_root_images_with_a_cached_dependency_layer() 
             ".dockerignore lists {entry}"
         );
     }
+}
+
+#[test]
+fn one_build_makes_the_three_binaries() {
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let builds: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.contains("cargo build"))
+        .collect();
+    assert_eq!(builds.len(), 1, "one cargo build: {builds:?}");
+    for binary in ["write-api", "replicator", "read-api"] {
+        assert!(
+            builds[0].contains(&format!("--bin {binary}")),
+            "the build makes {binary}"
+        );
+        assert!(
+            dockerfile.contains(&format!("target/release/{binary}")),
+            "{binary} is copied out of the builder"
+        );
+    }
+    assert!(
+        !dockerfile.contains("ARG SERVICE"),
+        "no per-service build argument"
+    );
+}
+
+#[test]
+fn compose_v1_reads_it_and_host_ports_move() {
+    let compose = compose();
+    assert!(
+        compose["name"].is_badvalue(),
+        "docker-compose 1.29 refuses a top-level `name:`; use -p or COMPOSE_PROJECT_NAME"
+    );
+    let services = compose["services"].as_hash().unwrap();
+    let mut published = 0;
+    for (name, service) in services {
+        let Some(ports) = service["ports"].as_vec() else {
+            continue;
+        };
+        for port in ports.iter().filter_map(Yaml::as_str) {
+            published += 1;
+            assert!(
+                port.starts_with("${") && port.contains(":-"),
+                "{name:?}: host port {port} is not a ${{VARIABLE:-default}}"
+            );
+        }
+    }
+    assert!(published >= 7, "every host port checked");
 }
