@@ -16,3 +16,17 @@ curl -fsS -u guest:guest "$RABBITMQ_API/api/vhosts?columns=name" |
   while read -r vhost; do
     curl -fsS -u guest:guest -X DELETE "$RABBITMQ_API/api/vhosts/$vhost" >/dev/null || true
   done
+
+# PostgreSQL clusters the failover tests made (test-support's PgCluster), with their servers.
+for root in "${TMPDIR:-/tmp}"/pgcluster_*; do
+  [ -d "$root" ] || continue
+  if [ -f "$root/data/postmaster.pid" ]; then
+    bin=${TEST_PG_BIN:-/usr/lib/postgresql/$(pg_version)/bin}
+    if [ "$(id -u)" -eq 0 ]; then
+      runuser -u postgres -- "$bin/pg_ctl" stop -m immediate -D "$root/data" >/dev/null || true
+    else
+      "$bin/pg_ctl" stop -m immediate -D "$root/data" >/dev/null || true
+    fi
+  fi
+  rm -rf "$root"
+done

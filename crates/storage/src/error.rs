@@ -125,8 +125,6 @@ impl StorageError {
 pub enum Unavailable {
     #[error("no pooled connection in time")]
     Pool(#[source] diesel_async::pooled_connection::deadpool::PoolError),
-    #[error("cannot connect")]
-    Connect(#[source] tokio_postgres::Error),
     #[error("cannot open a session")]
     Session(#[source] diesel::ConnectionError),
     #[error("the pool cannot be built")]

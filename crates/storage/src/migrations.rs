@@ -3,8 +3,8 @@
 //! Diesel's migration harness is synchronous, so it runs on a blocking thread over
 //! [`AsyncConnectionWrapper`]. A blocking thread cannot be cancelled, and a frozen link (the
 //! server accepts and never answers) would park it for ever with its socket. So the
-//! connection is opened here, asynchronously and within the deadline, and its I/O task is
-//! ours: when the deadline passes we abort that task, the socket closes, the harness's
+//! connection is opened here, asynchronously and within the deadline (by [`session`], as the
+//! pools open theirs), and its I/O task is ours: when the deadline passes we abort that task, the socket closes, the harness's
 //! pending call fails at once and the thread returns. Nothing outlives a timed-out run, and
 //! the server rolls back a migration cut short (each runs in a transaction).
 
@@ -16,7 +16,10 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio::time::Instant;
 
-use crate::{StorageError, Unavailable};
+use crate::{StorageError, Unavailable, session};
+
+/// Bound on one host's attempt when the URL sets no `connect_timeout`.
+const CONNECT_PER_HOST: Duration = Duration::from_secs(5);
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
@@ -73,20 +76,22 @@ where
 {
     let until = Instant::now() + deadline;
     let timed_out = || StorageError::Timeout(deadline);
-    let (client, connection) = tokio::time::timeout_at(
+    // Through the session layer, so that a host list with `target_session_attrs` is
+    // followed (and a frozen host passed over) as by the pools.
+    let mut conn = tokio::time::timeout_at(
         until,
-        tokio_postgres::connect(database_url, tokio_postgres::NoTls),
+        session::establish_within(database_url, Some(CONNECT_PER_HOST)),
     )
     .await
     .map_err(|_| timed_out())?
-    .map_err(|e| StorageError::Unavailable(Unavailable::Connect(e)))?;
-    // The connection's I/O runs in a task we own: aborting it closes the socket.
-    let io = tokio::spawn(connection);
+    .map_err(|e| StorageError::Unavailable(Unavailable::Session(e)))?;
+    let io = session::closer(&mut conn);
+    let close = || {
+        if let Some(io) = &io {
+            io.abort();
+        }
+    };
     let outcome = async {
-        let conn = tokio::time::timeout_at(until, AsyncPgConnection::try_from(client))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| StorageError::Unavailable(Unavailable::Session(e)))?;
         let mut harness = tokio::task::spawn_blocking(move || {
             let mut conn = SyncConnection::from(conn);
             run_locked(&mut conn, work)
@@ -95,7 +100,7 @@ where
             Ok(joined) => joined
                 .map_err(|e| StorageError::Migration(format!("migration task failed: {e}")))?,
             Err(_) => {
-                io.abort();
+                close();
                 // The harness's next read fails now that its socket is gone: wait for the
                 // thread so that nothing outlives this call.
                 let _ = harness.await;
@@ -104,7 +109,7 @@ where
         }
     }
     .await;
-    io.abort();
+    close();
     outcome
 }
 

@@ -21,8 +21,10 @@ pub struct PoolSettings {
     /// Shown in `pg_stat_activity`, so an operator can tell the services apart.
     pub application_name: String,
     pub max_size: usize,
-    /// Bound on opening one connection: without it `get()` hangs on a server that accepts
-    /// TCP and never answers (`docs/dependencies.md#pool-timeouts-deadpool`).
+    /// Bound on opening a connection to one host, unless the URL's own `connect_timeout`
+    /// says otherwise: without it `get()` hangs on a server that accepts TCP and never
+    /// answers (`docs/dependencies.md#pool-timeouts-deadpool`). With a host list, opening a
+    /// connection may take this long for each host.
     pub connect_timeout: Duration,
     /// Bound on waiting for a free connection when all are busy.
     pub acquire_timeout: Duration,
@@ -70,6 +72,7 @@ impl PoolSettings {
 /// Builds a pool; connections are opened lazily, so this succeeds while the database is down.
 pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, StorageError> {
     let setup_sql = settings.session_setup_sql();
+    let per_host = settings.connect_timeout;
     let mut config = ManagerConfig::default();
     // `Fast` still drops connections that are closed or hold a broken transaction; `Verified`
     // would add a round trip to every checkout.
@@ -79,7 +82,7 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
         let url = url.to_owned();
         async move {
             // Our own session, so that errors keep their SQLSTATE (see `session`).
-            let mut conn = session::establish(&url).await?;
+            let mut conn = session::establish_within(&url, Some(per_host)).await?;
             conn.batch_execute(&setup_sql)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
@@ -87,15 +90,32 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
         }
         .boxed()
     });
+    let open_timeout = open_timeout(database_url, per_host);
     let manager = AsyncDieselConnectionManager::new_with_config(database_url, config);
     DbPool::builder(manager)
         .max_size(settings.max_size)
-        .create_timeout(Some(settings.connect_timeout))
+        .create_timeout(Some(open_timeout))
         .wait_timeout(Some(settings.acquire_timeout))
         .recycle_timeout(Some(settings.connect_timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| StorageError::Unavailable(Unavailable::Build(e)))
+}
+
+/// Bound on opening one connection: each host of the list may take its own bound (the URL's
+/// `connect_timeout`, else `per_host`), so that a frozen first host leaves time for the next.
+fn open_timeout(database_url: &str, per_host: Duration) -> Duration {
+    let Ok(config) = database_url.parse::<tokio_postgres::Config>() else {
+        // `establish` reports the bad URL on first use.
+        return per_host;
+    };
+    let hosts = config
+        .get_hosts()
+        .len()
+        .max(config.get_hostaddrs().len())
+        .max(1);
+    let per_host = config.get_connect_timeout().copied().unwrap_or(per_host);
+    per_host.saturating_mul(u32::try_from(hosts).unwrap_or(u32::MAX))
 }
 
 /// A connection checked out of a pool.

@@ -18,14 +18,16 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use diesel::ConnectionError;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tokio::task::AbortHandle;
+use tokio_postgres::config::TargetSessionAttrs;
 
 use crate::sqlstate::SqlState;
-use transport::{Observed, connect_transport};
+use transport::{Endpoint, Observed, connect, endpoints};
 use wire::Parser;
 
 mod transport;
@@ -36,28 +38,90 @@ const REMEMBERED_ERRORS: usize = 8;
 
 /// Opens a session to `database_url` (a `postgres://` URL or key-value string), without TLS
 /// as diesel-async's own `establish` does. Honours host lists, `hostaddr`, Unix socket
-/// directories and `connect_timeout`; TCP keep-alive is on with the system's timings.
+/// directories, `connect_timeout` and `target_session_attrs`; TCP keep-alive is on with the
+/// system's timings. See [`establish_within`].
 pub async fn establish(database_url: &str) -> Result<AsyncPgConnection, ConnectionError> {
+    establish_within(database_url, None).await
+}
+
+/// [`establish`], with `per_host` bounding each host's attempt when the URL sets no
+/// `connect_timeout`.
+///
+/// The hosts are tried in the order given, as libpq does. Each attempt — the socket, the
+/// start-up, and for `target_session_attrs=read-write` (or `read-only`) the check of the
+/// session — is bounded by `connect_timeout`, so a host that accepts TCP and never answers
+/// costs that long and no more. A session of the wrong kind is closed and the next host
+/// tried: with `read-write`, a standby (or a server set read-only) is passed over, so after a
+/// failover new sessions find the promoted server wherever it is in the list.
+///
+/// Writability is asked with `SHOW transaction_read_only` (one round trip, on opening only).
+/// It is `on` on a hot standby and wherever `default_transaction_read_only` is on, which is
+/// what a writer must avoid; PostgreSQL 14's `in_hot_standby` report would save the round
+/// trip but not exist on older servers.
+pub async fn establish_within(
+    database_url: &str,
+    per_host: Option<Duration>,
+) -> Result<AsyncPgConnection, ConnectionError> {
     let config: tokio_postgres::Config = database_url
         .parse()
         .map_err(|e: tokio_postgres::Error| ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+    let limit = config.get_connect_timeout().copied().or(per_host);
+    let mut failures = Vec::new();
+    for endpoint in endpoints(&config) {
+        let attempt = open(&config, &endpoint, limit);
+        let outcome = match limit {
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or(Err(HostError::TimedOut(limit))),
+            None => attempt.await,
+        };
+        match outcome {
+            Ok(conn) => return Ok(conn),
+            Err(error) => {
+                tracing::debug!(host = %endpoint, %error, "database host passed over");
+                failures.push(format!("{endpoint}: {error}"));
+            }
+        }
+    }
+    Err(ConnectionError::BadConnection(failures.join("; ")))
+}
+
+/// Why one host of the list was passed over.
+#[derive(Debug, thiserror::Error)]
+enum HostError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("start-up failed: {0}")]
+    Startup(tokio_postgres::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("cannot check whether the session is read-only: {0}")]
+    Check(tokio_postgres::Error),
+    #[error("the session is read-only (a standby, or a server set read-only)")]
+    ReadOnly,
+    #[error("the session is not read-only")]
+    ReadWrite,
+    #[error(transparent)]
+    Setup(ConnectionError),
+}
+
+/// One host's session, checked against `target_session_attrs`.
+async fn open(
+    config: &tokio_postgres::Config,
+    endpoint: &Endpoint,
+    limit: Option<Duration>,
+) -> Result<AsyncPgConnection, HostError> {
     let state = Arc::new(SessionState::default());
-    let transport = connect_transport(&config)
-        .await
-        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    let transport = connect(endpoint, limit).await.map_err(HostError::Connect)?;
     let stream = Observed {
         inner: transport,
         state: state.clone(),
         parser: Parser::default(),
     };
-    let startup = config.connect_raw(stream, tokio_postgres::NoTls);
-    let (client, connection) = match config.get_connect_timeout() {
-        Some(limit) => tokio::time::timeout(*limit, startup)
-            .await
-            .map_err(|_| ConnectionError::BadConnection("connection startup timed out".into()))?,
-        None => startup.await,
-    }
-    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    let (client, connection) = config
+        .connect_raw(stream, tokio_postgres::NoTls)
+        .await
+        .map_err(HostError::Startup)?;
 
     let closed = state.clone();
     let task = tokio::spawn(async move {
@@ -67,10 +131,36 @@ pub async fn establish(database_url: &str) -> Result<AsyncPgConnection, Connecti
         closed.closed.store(true, Ordering::Release);
     })
     .abort_handle();
+    // From here on, any early return drops the probe, which closes the session.
     let probe = SessionProbe { state, task };
-    let mut conn = AsyncPgConnection::try_from(client).await?;
+    let wanted = match config.get_target_session_attrs() {
+        TargetSessionAttrs::ReadWrite => Some(false),
+        TargetSessionAttrs::ReadOnly => Some(true),
+        _ => None,
+    };
+    if let Some(wanted) = wanted {
+        let read_only = is_read_only(&client).await?;
+        match (wanted, read_only) {
+            (false, true) => return Err(HostError::ReadOnly),
+            (true, false) => return Err(HostError::ReadWrite),
+            _ => {}
+        }
+    }
+    let mut conn = AsyncPgConnection::try_from(client)
+        .await
+        .map_err(HostError::Setup)?;
     conn.set_instrumentation(probe);
     Ok(conn)
+}
+
+async fn is_read_only(client: &tokio_postgres::Client) -> Result<bool, HostError> {
+    let messages = client
+        .simple_query("SHOW transaction_read_only")
+        .await
+        .map_err(HostError::Check)?;
+    Ok(messages.iter().any(|message| {
+        matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
+    }))
 }
 
 /// The SQLSTATE the server sent with `error`, when `error` is a server error on `conn` and
@@ -91,6 +181,15 @@ pub fn sqlstate_of(
 /// True when the server closed `conn`'s session or its socket failed.
 pub fn is_closed(conn: &mut AsyncPgConnection) -> bool {
     state_of(conn).is_some_and(|state| state.closed.load(Ordering::Acquire))
+}
+
+/// What ends `conn`'s session at once (its socket closed) from anywhere, when `conn` was
+/// opened by [`establish`]: for a connection handed to a blocking thread that must not
+/// outlive a deadline.
+pub fn closer(conn: &mut AsyncPgConnection) -> Option<AbortHandle> {
+    conn.instrumentation()
+        .downcast_ref::<SessionProbe>()
+        .map(|probe| probe.task.clone())
 }
 
 fn state_of(conn: &mut AsyncPgConnection) -> Option<Arc<SessionState>> {

@@ -17,6 +17,13 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let admin_url =
             std::env::var("TEST_PG_ADMIN_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        Self::create_on(&admin_url).await
+    }
+
+    /// Creates an empty database on the server `admin_url` logs in to (a
+    /// [`PgCluster`](crate::PgCluster)'s, say).
+    pub async fn create_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let name = unique_name("test");
         let mut admin = AsyncPgConnection::establish(&admin_url)
             .await
@@ -31,6 +38,14 @@ impl TestDatabase {
             url,
             admin_url,
         }
+    }
+
+    /// The same database reached by `url` from now on, by the code under test and the test's
+    /// own checks: a host list naming the primary and its standby, say. Dropping it still
+    /// goes through the server it was created on.
+    pub fn reached_by(mut self, url: String) -> Self {
+        self.url = url;
+        self
     }
 
     pub fn url(&self) -> &str {

@@ -4,6 +4,8 @@
 //! - [`TestDatabase`]: a fresh database, dropped when the value is.
 //! - [`TestVhost`]: a fresh RabbitMQ virtual host, deleted when the value is.
 //! - [`TcpProxy`]: a proxy a test can cut, freeze and reopen.
+//! - [`PgCluster`]: a PostgreSQL cluster of the test's own (a primary, a standby) to fail
+//!   over.
 //! - [`ServiceProcess`]: a workspace binary run as a real process, killable with -9.
 //! - [`stack::Stack`]: primary, replicas, vhost and the services, with proxies to break links;
 //!   [`load`]: write and read loads that count what was acknowledged.
@@ -15,6 +17,7 @@
 //! `http://127.0.0.1:15672`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cluster;
 mod database;
 pub mod load;
 pub mod openapi;
@@ -23,6 +26,7 @@ mod proxy;
 pub mod stack;
 mod vhost;
 
+pub use cluster::PgCluster;
 pub use database::TestDatabase;
 pub use process::{ServiceProcess, free_port, workspace_binary};
 pub use proxy::{LinkMode, TcpProxy};

@@ -31,6 +31,9 @@ pub struct StackOptions {
     pub attached_replicas: Option<usize>,
     /// Extra environment for every service (each ignores what it does not know).
     pub extra_env: Vec<(&'static str, String)>,
+    /// The services' `DATABASE_URL`, when not the primary's own URL: a host list whose
+    /// first host is reached through a proxy, say.
+    pub services_database_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -45,6 +48,7 @@ impl Default for StackOptions {
             read_api: false,
             attached_replicas: None,
             extra_env: Vec::new(),
+            services_database_url: None,
         }
     }
 }
@@ -64,12 +68,27 @@ pub struct Stack {
     pub client: reqwest::Client,
     attached: usize,
     extra_env: Vec<(&'static str, String)>,
+    services_database_url: Option<String>,
 }
 
 impl Stack {
     pub async fn start(options: StackOptions) -> Self {
         let slot = STACKS.acquire().await.unwrap();
         let primary = TestDatabase::create().await;
+        Self::assemble(slot, primary, options).await
+    }
+
+    /// A stack whose primary is `primary` (a database on a [`crate::PgCluster`], say).
+    pub async fn start_on(primary: TestDatabase, options: StackOptions) -> Self {
+        let slot = STACKS.acquire().await.unwrap();
+        Self::assemble(slot, primary, options).await
+    }
+
+    async fn assemble(
+        slot: tokio::sync::SemaphorePermit<'static>,
+        primary: TestDatabase,
+        options: StackOptions,
+    ) -> Self {
         storage_migrate(primary.url()).await;
         let vhost = TestVhost::create().await;
         let mut replicas = Vec::new();
@@ -113,6 +132,7 @@ impl Stack {
                 .unwrap(),
             attached: options.attached_replicas.unwrap_or(options.replicas),
             extra_env: options.extra_env.clone(),
+            services_database_url: options.services_database_url.clone(),
         };
         for _ in 0..options.write_apis {
             stack.add_write_api().await;
@@ -131,6 +151,9 @@ impl Stack {
 
     /// The primary's URL as the services see it (through its proxy when there is one).
     fn primary_url(&self) -> String {
+        if let Some(url) = &self.services_database_url {
+            return url.clone();
+        }
         match &self.primary_proxy {
             Some(proxy) => self.primary.url_via(&proxy.host()),
             None => self.primary.url().to_owned(),

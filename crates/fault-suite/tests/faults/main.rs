@@ -9,6 +9,7 @@
 )]
 
 mod database;
+mod failover;
 mod heartbeat;
 mod probe;
 mod scenarios;

@@ -62,7 +62,7 @@ impl Tally {
             + self.no_answer
     }
 
-    async fn record(&mut self, outcome: Result<reqwest::Response, reqwest::Error>) -> bool {
+    pub async fn record(&mut self, outcome: Result<reqwest::Response, reqwest::Error>) -> bool {
         let Ok(response) = outcome else {
             self.no_answer += 1;
             return false;

@@ -1,8 +1,11 @@
 //! The session's socket, and a reader that hands every byte the server sends to the
 //! [`wire`](super::wire) parser on its way to tokio-postgres.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+#[cfg(unix)]
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,45 +26,65 @@ pub(super) enum Transport {
     Unix(tokio::net::UnixStream),
 }
 
-pub(super) async fn connect_transport(config: &tokio_postgres::Config) -> io::Result<Transport> {
+/// One entry of the host list, in the order the URL gives them.
+pub(super) enum Endpoint {
+    /// `hostaddr`: a numeric address, no name lookup.
+    Addr(SocketAddr),
+    Name(String, u16),
+    #[cfg(unix)]
+    Socket(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Addr(addr) => write!(f, "{addr}"),
+            Endpoint::Name(name, port) => write!(f, "{name}:{port}"),
+            #[cfg(unix)]
+            Endpoint::Socket(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The hosts of `config`, each with its port (one port for all, or one per host).
+pub(super) fn endpoints(config: &tokio_postgres::Config) -> Vec<Endpoint> {
     let hosts = config.get_hosts();
     let ports = config.get_ports();
     let addrs = config.get_hostaddrs();
-    let limit = config.get_connect_timeout().copied();
     let count = hosts.len().max(addrs.len()).max(1);
-    let mut last_error = None;
-    for index in 0..count {
-        let port = match ports {
-            [] => 5432,
-            [one] => *one,
-            many => many.get(index).copied().unwrap_or(5432),
-        };
-        let attempt = match (addrs.get(index), hosts.get(index)) {
-            (Some(ip), _) => connect_tcp(&[SocketAddr::new(*ip, port)], limit).await,
-            (None, Some(Host::Tcp(name))) => {
-                match tokio::net::lookup_host((name.as_str(), port)).await {
-                    Ok(found) => connect_tcp(&found.collect::<Vec<_>>(), limit).await,
-                    Err(error) => Err(error),
+    (0..count)
+        .map(|index| {
+            let port = match ports {
+                [] => 5432,
+                [one] => *one,
+                many => many.get(index).copied().unwrap_or(5432),
+            };
+            match (addrs.get(index), hosts.get(index)) {
+                (Some(ip), _) => Endpoint::Addr(SocketAddr::new(*ip, port)),
+                (None, Some(Host::Tcp(name))) => Endpoint::Name(name.clone(), port),
+                #[cfg(unix)]
+                (None, Some(Host::Unix(dir))) => {
+                    Endpoint::Socket(dir.join(format!(".s.PGSQL.{port}")))
                 }
+                (None, None) => Endpoint::Addr(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)),
             }
-            #[cfg(unix)]
-            (None, Some(Host::Unix(dir))) => {
-                let path = dir.join(format!(".s.PGSQL.{port}"));
-                bounded(limit, tokio::net::UnixStream::connect(path))
-                    .await
-                    .map(Transport::Unix)
-            }
-            (None, None) => {
-                let localhost = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
-                connect_tcp(&[localhost], limit).await
-            }
-        };
-        match attempt {
-            Ok(transport) => return Ok(transport),
-            Err(error) => last_error = Some(error),
+        })
+        .collect()
+}
+
+/// Opens the socket to one endpoint; `limit` bounds each address tried.
+pub(super) async fn connect(endpoint: &Endpoint, limit: Option<Duration>) -> io::Result<Transport> {
+    match endpoint {
+        Endpoint::Addr(addr) => connect_tcp(&[*addr], limit).await,
+        Endpoint::Name(name, port) => {
+            let found = tokio::net::lookup_host((name.as_str(), *port)).await?;
+            connect_tcp(&found.collect::<Vec<_>>(), limit).await
         }
+        #[cfg(unix)]
+        Endpoint::Socket(path) => bounded(limit, tokio::net::UnixStream::connect(path))
+            .await
+            .map(Transport::Unix),
     }
-    Err(last_error.unwrap_or_else(|| io::Error::other("no database host to connect to")))
 }
 
 async fn connect_tcp(addrs: &[SocketAddr], limit: Option<Duration>) -> io::Result<Transport> {

@@ -3,6 +3,7 @@
 
 mod catchup;
 mod errors;
+mod failover;
 mod migrations;
 mod outbox;
 mod products;
