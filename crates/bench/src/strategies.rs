@@ -64,7 +64,7 @@ async fn run(plan: &Plan<'_>, strategy: &str, slow: Duration) -> anyhow::Result<
     let mut child = start_read_api(plan.binary, port, strategy, &replicas, &log)?;
     let base = format!("http://127.0.0.1:{port}");
     let outcome = async {
-        crate::phases::ready(&plan.client, &base, "read-api").await?;
+        wait_ready(&plan.client, &base, &mut child).await?;
         tracing::info!(
             strategy,
             slowed_ms = slow.as_millis(),
@@ -93,6 +93,25 @@ async fn run(plan: &Plan<'_>, strategy: &str, slow: Duration) -> anyhow::Result<
     let _ = child.start_kill();
     let _ = child.wait().await;
     outcome
+}
+
+/// Waits up to 30 s for the new read-api to be ready, failing at once if it exits.
+async fn wait_ready(
+    client: &reqwest::Client,
+    base: &str,
+    child: &mut tokio::process::Child,
+) -> anyhow::Result<()> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = crate::phases::ready(client, base, "read-api").await;
+        if answer.is_ok() || tokio::time::Instant::now() >= until {
+            return answer;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("read-api exited ({status}) before it was ready");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Starts read-api with this process's environment (the bench's primary URL) on `replicas`,
