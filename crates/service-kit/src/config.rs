@@ -6,7 +6,7 @@
 //! `CONFIG_FILE` when set (it must exist), else `config/<service>.toml` when present. A key
 //! in the file that the service does not know is an error naming it, not silently ignored.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use config::{Config, File, FileFormat, ValueKind};
@@ -60,7 +60,6 @@ pub fn load_from<T: Settings>(
 ) -> Result<T, ConfigError> {
     let defaults = T::default();
     let kinds = Kinds::of(&defaults)?;
-    let known = kinds.keys();
 
     let mut builder = Config::builder()
         .add_source(Config::try_from(&defaults).map_err(|e| ConfigError::Invalid(e.to_string()))?);
@@ -91,11 +90,11 @@ pub fn load_from<T: Settings>(
                 reason: format!("`{alias}` is read from the environment only; write `{key}`"),
             });
         }
-        if let Some(key) = table.keys.iter().find(|k| !known.contains(k.as_str())) {
+        if let Some(key) = table.keys.iter().find(|k| !kinds.knows(k)) {
             return Err(ConfigError::UnknownKey {
                 key: key.clone(),
                 path: shown,
-                known: known.iter().cloned().collect::<Vec<_>>().join(", "),
+                known: kinds.0.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
         builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
@@ -112,13 +111,13 @@ pub fn load_from<T: Settings>(
         let lower = name.to_ascii_lowercase();
         let key = match T::ALIASES.iter().find(|(alias, _)| *alias == lower) {
             Some((alias, key)) => {
-                aliased(&mut env, alias, key, value)?;
+                record_once(&mut env, alias, key, value)?;
                 continue;
             }
             None => lower,
         };
-        if known.contains(key.as_str()) {
-            aliased(&mut env, &key, &key, value)?;
+        if kinds.knows(&key) {
+            record_once(&mut env, &key, &key, value)?;
         }
     }
     // Each variable is given the type of its key's default: a number, a boolean or a list
@@ -148,7 +147,7 @@ pub fn load_from<T: Settings>(
 }
 
 /// Records `value` for `key` (given as `name`); a second value for the same key must agree.
-fn aliased(
+fn record_once(
     env: &mut HashMap<String, String>,
     name: &str,
     key: &str,
@@ -200,8 +199,8 @@ impl Kinds {
         ))
     }
 
-    fn keys(&self) -> BTreeSet<String> {
-        self.0.keys().cloned().collect()
+    fn knows(&self, key: &str) -> bool {
+        self.0.contains_key(key)
     }
 
     /// `text` as a value of `key`'s kind, or `None` when it is not one.

@@ -38,10 +38,6 @@ impl HttpSettings {
             shutdown_timeout_s: 30,
         }
     }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_s)
-    }
 }
 
 /// The connection pool to one database (`DATABASE_URL`, `DB_POOL_SIZE`,

@@ -90,7 +90,7 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
         }
         .boxed()
     });
-    let open_timeout = open_timeout(database_url, per_host);
+    let open_timeout = session::open_bound(database_url, per_host);
     let manager = AsyncDieselConnectionManager::new_with_config(database_url, config);
     DbPool::builder(manager)
         .max_size(settings.max_size)
@@ -100,22 +100,6 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| StorageError::Unavailable(Unavailable::Build(e)))
-}
-
-/// Bound on opening one connection: each host of the list may take its own bound (the URL's
-/// `connect_timeout`, else `per_host`), so that a frozen first host leaves time for the next.
-fn open_timeout(database_url: &str, per_host: Duration) -> Duration {
-    let Ok(config) = database_url.parse::<tokio_postgres::Config>() else {
-        // `establish` reports the bad URL on first use.
-        return per_host;
-    };
-    let hosts = config
-        .get_hosts()
-        .len()
-        .max(config.get_hostaddrs().len())
-        .max(1);
-    let per_host = config.get_connect_timeout().copied().unwrap_or(per_host);
-    per_host.saturating_mul(u32::try_from(hosts).unwrap_or(u32::MAX))
 }
 
 /// A connection checked out of a pool.

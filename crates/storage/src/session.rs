@@ -86,6 +86,19 @@ pub async fn establish_within(
     Err(ConnectionError::BadConnection(failures.join("; ")))
 }
 
+/// Bound on opening one session to `database_url` with [`establish_within`]: each host of
+/// the list may take its own bound (the URL's `connect_timeout`, else `per_host`), so that a
+/// frozen first host leaves time for the next.
+pub fn open_bound(database_url: &str, per_host: Duration) -> Duration {
+    let Ok(config) = database_url.parse::<tokio_postgres::Config>() else {
+        // `establish` reports the bad URL on first use.
+        return per_host;
+    };
+    let hosts = u32::try_from(endpoints(&config).len()).unwrap_or(u32::MAX);
+    let per_host = config.get_connect_timeout().copied().unwrap_or(per_host);
+    per_host.saturating_mul(hosts)
+}
+
 /// Why one host of the list was passed over.
 #[derive(Debug, thiserror::Error)]
 enum HostError {
