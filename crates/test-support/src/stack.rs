@@ -145,8 +145,46 @@ impl Stack {
                 ServiceProcess::start(workspace_binary("read-api"), &[], &stack.read_api_env());
             read_api.wait_ready(Duration::from_secs(60)).await;
             stack.read_api = Some(read_api);
+            if options.replicators > 0 {
+                stack.wait_replicas_in_rotation().await;
+            }
         }
         stack
+    }
+
+    /// Waits until read-api serves from every replica it knows. New replicas start out of
+    /// rotation (unknown history) until the replicator has copied them, and a test that
+    /// faults the primary before that would find no source to read from.
+    pub async fn wait_replicas_in_rotation(&self) {
+        let names: Vec<String> = (1..=self.attached)
+            .map(|n| format!("replica-{n}"))
+            .collect();
+        for name in &names {
+            crate::eventually(CONVERGE, &format!("{name} in rotation"), async || {
+                (self.in_rotation(name).await == Some(true)).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Whether read-api has `replica` in rotation, as `/api/replicas` says; `None` when
+    /// read-api does not answer or does not know it.
+    pub async fn in_rotation(&self, replica: &str) -> Option<bool> {
+        let read_api = self.read_api.as_ref()?.url();
+        let report: serde_json::Value = self
+            .client
+            .get(format!("{read_api}/api/replicas"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        report["data"]["replicas"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == replica)
+            .and_then(|r| r["healthy"].as_bool())
     }
 
     /// The primary's URL as the services see it (through its proxy when there is one).

@@ -116,8 +116,7 @@ async fn s9_a_returning_replica_serves_nothing_stale() {
     steady(20).await;
     proxy.set(LinkMode::Open);
     let back = Instant::now();
-    let read_api = stack.read_api.as_ref().unwrap().url();
-    let rejoined = rejoin_time(&stack, &read_api, "replica-2", Duration::from_secs(60)).await;
+    let rejoined = rejoin_time(&stack, "replica-2", Duration::from_secs(60)).await;
     steady(5).await;
     let (writes, reads) = load.stop_checked().await;
     println!(
@@ -150,8 +149,7 @@ async fn s10_an_empty_replica_added_under_load() {
     // As docs/operations.md says: add it to the configuration and restart; nothing else.
     let added = Instant::now();
     stack.attach_all_replicas().await;
-    let read_api = stack.read_api.as_ref().unwrap().url();
-    let level = rejoin_time(&stack, &read_api, "replica-2", Duration::from_secs(90)).await;
+    let level = rejoin_time(&stack, "replica-2", Duration::from_secs(90)).await;
     steady(5).await;
     let (writes, reads) = load.stop_checked().await;
     println!(
@@ -310,10 +308,9 @@ async fn s12_a_change_refused_during_catch_up_is_dead_lettered() {
 async fn s13_a_flapping_replica_serves_nothing_stale() {
     let stack = Stack::start(with_read_api(&[1])).await;
     let proxy = stack.replica_proxies[1].as_ref().unwrap();
-    let read_api = stack.read_api.as_ref().unwrap().url();
     let load = Load::checked(&stack);
     let watch_stop = CancellationToken::new();
-    let watcher = watch_rotation(&stack, &read_api, "replica-2", &watch_stop);
+    let watcher = watch_rotation(&stack, "replica-2", &watch_stop);
     let flapping = async {
         steady(3).await;
         for _ in 0..6 {
@@ -343,38 +340,16 @@ async fn s13_a_flapping_replica_serves_nothing_stale() {
 }
 
 /// When `replica` is next seen in rotation, within `limit`.
-async fn rejoin_time(
-    stack: &Stack,
-    read_api: &str,
-    replica: &str,
-    limit: Duration,
-) -> Option<Instant> {
+async fn rejoin_time(stack: &Stack, replica: &str, limit: Duration) -> Option<Instant> {
     let deadline = Instant::now() + limit;
     // Out first: it was cut or new.
     while Instant::now() < deadline {
-        if healthy(stack, read_api, replica).await == Some(true) {
+        if stack.in_rotation(replica).await == Some(true) {
             return Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
-}
-
-async fn healthy(stack: &Stack, read_api: &str, replica: &str) -> Option<bool> {
-    let report: serde_json::Value = stack
-        .client
-        .get(format!("{read_api}/api/replicas"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    report["data"]["replicas"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"] == replica)
-        .and_then(|r| r["healthy"].as_bool())
 }
 
 #[derive(Debug, Default)]
@@ -384,16 +359,11 @@ struct Transitions {
 }
 
 /// Counts `replica`'s moves out of and back into rotation until `stop`.
-async fn watch_rotation(
-    stack: &Stack,
-    read_api: &str,
-    replica: &str,
-    stop: &CancellationToken,
-) -> Transitions {
+async fn watch_rotation(stack: &Stack, replica: &str, stop: &CancellationToken) -> Transitions {
     let mut transitions = Transitions::default();
     let mut last = None;
     while !stop.is_cancelled() {
-        if let Some(now) = healthy(stack, read_api, replica).await {
+        if let Some(now) = stack.in_rotation(replica).await {
             match (last, now) {
                 (Some(true), false) => transitions.left += 1,
                 (Some(false), true) => transitions.rejoined += 1,
