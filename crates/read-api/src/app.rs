@@ -54,6 +54,7 @@ impl Application {
                     target.name,
                     Role::Replica,
                     pool,
+                    settings.lookup_settings(),
                     policy,
                     breaker_opened.clone(),
                 )
@@ -70,8 +71,15 @@ impl Application {
         .context("building the primary's read-only pool")?;
         let probe = probe_pool(&settings, settings.db.database_url.expose(), PRIMARY)?;
         let primary = Some(Arc::new(
-            Source::new(PRIMARY, Role::Primary, pool, policy, breaker_opened.clone())
-                .with_probe_pool(probe),
+            Source::new(
+                PRIMARY,
+                Role::Primary,
+                pool,
+                settings.lookup_settings(),
+                policy,
+                breaker_opened.clone(),
+            )
+            .with_probe_pool(probe),
         ));
         let router = Arc::new(Router::new(
             replicas,

@@ -8,7 +8,8 @@
 //! - [`source`]: a replica or the primary, with its health state machine and weight;
 //!   [`health`] probes them, [`lag`] says how far behind a replica is, [`latency`] keeps the
 //!   peak-EWMA latency `p2c_ewma` compares.
-//! - [`reads`]: the queries; [`list_query`], [`cursor`] and [`min_version`] parse requests.
+//! - [`reads`]: the queries; [`lookups`] batches concurrent lookups by id on a source into
+//!   one statement; [`list_query`], [`cursor`] and [`min_version`] parse requests.
 //! - [`status`]: `/api/replicas`, `/readyz`, gauges; [`app`]: wiring; [`settings`].
 
 pub mod app;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod lag;
 pub mod latency;
 pub mod list_query;
+pub mod lookups;
 pub mod min_version;
 pub mod openapi;
 pub mod reads;

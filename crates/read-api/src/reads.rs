@@ -40,6 +40,15 @@ pub enum Found {
 }
 
 impl Found {
+    /// What a stored row (or its absence) says about an id.
+    pub fn from_row(row: Option<Product>) -> Self {
+        match row {
+            Some(product) if product.is_deleted() => Found::Deleted(product.version),
+            Some(product) => Found::Live(product),
+            None => Found::Absent,
+        }
+    }
+
     /// The version this source holds, tombstones included.
     pub fn version(&self) -> Option<Version> {
         match self {
@@ -50,22 +59,12 @@ impl Found {
     }
 }
 
-pub async fn execute(conn: &mut AsyncPgConnection, read: &Read) -> Result<Answer, StorageError> {
-    match read {
-        Read::List(request) => list(conn, request).await.map(Answer::Page),
-        Read::Get(id) => get(conn, *id).await.map(Answer::Get),
-    }
-}
-
-async fn get(conn: &mut AsyncPgConnection, id: ProductId) -> Result<Found, StorageError> {
-    Ok(match storage::products::find(conn, id).await? {
-        Some(product) if product.is_deleted() => Found::Deleted(product.version),
-        Some(product) => Found::Live(product),
-        None => Found::Absent,
-    })
-}
-
-async fn list(conn: &mut AsyncPgConnection, request: &ListRequest) -> Result<Page, StorageError> {
+/// A listing, run as one statement. Lookups by id go through [`crate::lookups`], which
+/// batches them.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    request: &ListRequest,
+) -> Result<Page, StorageError> {
     let filter = &request.filter;
     let query = PageQuery {
         limit: request.limit,

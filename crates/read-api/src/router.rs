@@ -48,7 +48,7 @@ pub enum ReadError {
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
     #[error("{}", .0.report())]
-    Storage(StorageError),
+    Storage(Arc<StorageError>),
     #[error(
         "request deadline of {} ms passed{}",
         .limit.as_millis(),
@@ -56,7 +56,7 @@ pub enum AttemptError {
     )]
     DeadlinePassed {
         limit: Duration,
-        after: Option<StorageError>,
+        after: Option<Arc<StorageError>>,
     },
     #[error("no source answered")]
     NoAnswer,
@@ -215,7 +215,7 @@ impl Router {
                     });
                 }
                 Err(error) => {
-                    let outcome = match error {
+                    let outcome = match *error {
                         StorageError::Timeout(_) => "timeout",
                         _ => "error",
                     };
@@ -258,14 +258,24 @@ impl Router {
     }
 }
 
-/// One attempt on one source, counted in its in-flight reads.
-async fn attempt(source: &Source, read: &Read, limit: Duration) -> Result<Answer, StorageError> {
+/// One attempt on one source, counted in its in-flight reads. A lookup by id may share its
+/// statement with others ([`crate::lookups`]), and then its error with them.
+async fn attempt(
+    source: &Source,
+    read: &Read,
+    limit: Duration,
+) -> Result<Answer, Arc<StorageError>> {
     let _in_flight = source.begin();
     let started = Instant::now();
-    let outcome = storage::pool::with_connection(source.pool(), limit, async |conn| {
-        reads::execute(conn, read).await
-    })
-    .await;
+    let outcome = match read {
+        Read::Get(id) => source.lookups().find(*id, limit).await.map(Answer::Get),
+        Read::List(request) => storage::pool::with_connection(source.pool(), limit, async |conn| {
+            reads::list(conn, request).await
+        })
+        .await
+        .map(Answer::Page)
+        .map_err(Arc::new),
+    };
     let took = started.elapsed();
     // A failure counts as at least the whole attempt's limit: failing fast is not fast.
     source.observe_latency(if outcome.is_ok() {

@@ -44,6 +44,9 @@ pub struct Settings {
     /// Bound on a whole read, all attempts on all sources included; past it, 503.
     #[serde(with = "millis")]
     pub request_deadline_ms: Duration,
+    /// Most lookups by id one statement answers (`WHERE id = ANY`): concurrent lookups on a
+    /// source share a statement when its connections are all busy. 1 turns that off.
+    pub lookup_batch_max: usize,
     #[serde(with = "millis")]
     pub health_check_interval_ms: Duration,
     #[serde(with = "millis")]
@@ -79,6 +82,7 @@ impl Default for Settings {
             db_statement_timeout_ms: Duration::from_secs(1),
             read_timeout_ms: Duration::from_secs(1),
             request_deadline_ms: Duration::from_secs(3),
+            lookup_batch_max: 64,
             health_check_interval_ms: Duration::from_secs(1),
             health_check_timeout_ms: Duration::from_millis(500),
             max_consecutive_errors: 3,
@@ -122,6 +126,9 @@ impl service_kit::config::Settings for Settings {
                     .into(),
             );
         }
+        if self.lookup_batch_max == 0 {
+            return invalid("lookup_batch_max must be at least 1".into());
+        }
         if self.flap_rejoin_checks == 0 {
             return invalid("flap_rejoin_checks must be at least 1".into());
         }
@@ -142,6 +149,15 @@ impl service_kit::config::Settings for Settings {
 }
 
 impl Settings {
+    /// How lookups by id are batched on each source.
+    pub fn lookup_settings(&self) -> crate::lookups::LookupSettings {
+        crate::lookups::LookupSettings {
+            max_ids: self.lookup_batch_max,
+            concurrency: self.db.db_pool_size,
+            deadline: self.read_timeout_ms,
+        }
+    }
+
     /// Pool settings for one source: read-only sessions, and every wait bounded by one
     /// attempt's timeout.
     pub fn pool_settings(&self, source: &str) -> storage::PoolSettings {

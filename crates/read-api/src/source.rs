@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::lag::Lag;
 use crate::latency::PeakEwma;
+use crate::lookups::{LookupSettings, Lookups};
 
 /// What a source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct Source {
     name: Arc<str>,
     role: Role,
     pool: DbPool,
+    /// Lookups by id, batched over `pool`.
+    lookups: Lookups,
     probe_pool: Option<DbPool>,
     policy: Policy,
     /// Its share of reads relative to the others; 0 drains it.
@@ -142,11 +145,14 @@ impl Source {
         name: impl Into<Arc<str>>,
         role: Role,
         pool: DbPool,
+        lookups: LookupSettings,
         policy: Policy,
         breaker_opened: Arc<Notify>,
     ) -> Self {
+        let name: Arc<str> = name.into();
         Self {
-            name: name.into(),
+            lookups: Lookups::start(name.clone(), pool.clone(), lookups),
+            name,
             role,
             pool,
             probe_pool: None,
@@ -205,6 +211,10 @@ impl Source {
 
     pub fn pool(&self) -> &DbPool {
         &self.pool
+    }
+
+    pub fn lookups(&self) -> &Lookups {
+        &self.lookups
     }
 
     pub fn in_flight(&self) -> usize {

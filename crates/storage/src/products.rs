@@ -73,6 +73,23 @@ pub async fn find(
         .transpose()
 }
 
+/// The rows of `ids` (live or tombstones; absent ids are missing from the answer), in one
+/// statement (`WHERE id = ANY($1)`): many lookups, one round trip.
+pub async fn find_many(
+    conn: &mut AsyncPgConnection,
+    ids: &[ProductId],
+) -> Result<Vec<Product>, StorageError> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    products::table
+        .filter(products::id.eq_any(ids))
+        .select(ProductRow::as_select())
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(ProductRow::into_product)
+        .collect()
+}
+
 /// Takes transaction-scoped advisory locks on `ids` (live, deleted or absent alike), in one
 /// fixed order so two groups of writes never deadlock, and then reads their rows and the
 /// transaction's `now()`. Every write goes through this (one group at a time per id), so the

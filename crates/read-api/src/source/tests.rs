@@ -25,7 +25,19 @@ pub(crate) fn source(name: &str, cooldown: Duration) -> Source {
             rejoin_checks: 2,
         },
     };
-    Source::new(name, Role::Replica, pool, policy, Arc::new(Notify::new()))
+    let lookups = LookupSettings {
+        max_ids: 64,
+        concurrency: 8,
+        deadline: Duration::from_secs(1),
+    };
+    Source::new(
+        name,
+        Role::Replica,
+        pool,
+        lookups,
+        policy,
+        Arc::new(Notify::new()),
+    )
 }
 
 fn lag(ms: u64) -> Option<Lag> {

@@ -30,6 +30,33 @@ async fn stored_products_and_tombstones_read_back_field_for_field() {
 }
 
 #[tokio::test]
+async fn many_lookups_in_one_statement_return_live_rows_and_tombstones_only() {
+    let (_db, mut conn) = migrated().await;
+    let lamp = new_product("Lamp", 1999, 3);
+    let desk = new_product("Desk", 25_000, 1);
+    stored(&mut conn, &[lamp.clone(), desk.clone()]).await;
+    let tombstone = deleted(&desk);
+    stored(&mut conn, std::slice::from_ref(&tombstone)).await;
+    let absent = ProductId::generate();
+
+    let mut found = products::find_many(&mut conn, &[absent, desk.id, lamp.id, lamp.id])
+        .await
+        .unwrap();
+    found.sort_by_key(|p| p.name.as_str().to_owned());
+    assert_eq!(
+        found,
+        vec![tombstone, lamp],
+        "one row per id, absent ids missing"
+    );
+    assert!(
+        products::find_many(&mut conn, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn money_round_trips_exactly() {
     let (_db, mut conn) = migrated().await;
     let prices = [0, 1, 10, 9999, 100_050, domain::Price::MAX_CENTS];
