@@ -113,6 +113,7 @@ stop_all() {
       sleep 0.2
     done
   fi
+  ./pgpool-baseline.sh stop "$RUN_DIR/pgpool"
   wait 2>/dev/null || true
   rm -rf "$RUN_DIR"
 }
@@ -133,6 +134,16 @@ for service in write-api:8000 replicator:8002 read-api:8001; do
   curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || die "$name is not ready after 60 s; see $LOGS/$name.log"
   log "$name is ready on http://127.0.0.1:$port (log: $LOGS/$name.log)"
 done
+
+# pgpool-II over both replicas, for the read baseline; the benchmark goes on without it (and
+# says so in the report) where it cannot be installed or started.
+if pgpool_port=$(./pgpool-baseline.sh start "$RUN_DIR/pgpool"); then
+  export BENCH_PGPOOL_URL
+  BENCH_PGPOOL_URL="postgres://$CATALOGUE_DB_USER:$CATALOGUE_DB_PASSWORD@127.0.0.1:$pgpool_port/$BENCH_DB"
+  log "pgpool-II balances the read baseline over both replicas on port $pgpool_port"
+else
+  log "pgpool-II did not start: its read baseline is left out"
+fi
 
 log "running the benchmark"
 # In the background and waited for, so that a signal to this script is handled at once (the

@@ -125,6 +125,12 @@ pub struct Args {
     #[arg(long)]
     pub lr_publisher_conninfo: Option<String>,
 
+    /// pgpool-II in load-balancing mode over the two replicas (bench.sh starts one): the
+    /// same lookups by id through it, as the proxy a user would otherwise put in front of
+    /// replicas [default: none, reported as unavailable].
+    #[arg(long, env = "BENCH_PGPOOL_URL", hide_env_values = true)]
+    pub pgpool_url: Option<String>,
+
     /// Where the report, JSON and PNG go.
     #[arg(long, default_value = "bench/results")]
     pub out_dir: PathBuf,

@@ -27,7 +27,7 @@ use clap::Parser;
 
 use crate::catchup::Databases;
 use crate::cli::{Args, Phase};
-use crate::phases::Context;
+use crate::phases::{Context, ReadPairs};
 use crate::report::{Figure, Meta, Pair, Report, Settings};
 use crate::services::{MemoryWatch, PidFiles};
 
@@ -144,22 +144,31 @@ async fn main() -> anyhow::Result<()> {
         skipped()
     };
 
-    let (read_by_id, read_list) = if ctx.args.runs(Phase::Reads) {
+    let reads = if ctx.args.runs(Phase::Reads) {
         match phases::reads(&mut ctx).await {
             Ok(pairs) => pairs,
             Err(error) => {
                 let reason = format!("{error:#}");
-                let failed = || Figure::Unavailable {
-                    reason: reason.clone(),
+                let failed = || {
+                    let figure = || Figure::Unavailable {
+                        reason: reason.clone(),
+                    };
+                    Pair::new(figure(), figure())
                 };
-                (Pair::new(failed(), failed()), Pair::new(failed(), failed()))
+                ReadPairs {
+                    by_id: failed(),
+                    by_id_pgpool: failed(),
+                    list: failed(),
+                }
             }
         }
     } else {
-        (
-            Pair::new(skipped(), skipped()),
-            Pair::new(skipped(), skipped()),
-        )
+        let skipped = || Pair::new(skipped(), skipped());
+        ReadPairs {
+            by_id: skipped(),
+            by_id_pgpool: skipped(),
+            list: skipped(),
+        }
     };
 
     let strategies = if ctx.args.runs(Phase::Strategies) {
@@ -201,8 +210,9 @@ async fn main() -> anyhow::Result<()> {
         lag_half_load,
         catchup,
         catchup_baseline,
-        read_by_id,
-        read_list,
+        read_by_id: reads.by_id,
+        read_by_id_pgpool: reads.by_id_pgpool,
+        read_list: reads.list,
         strategies,
         memory,
         targets: Vec::new(),

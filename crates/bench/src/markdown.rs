@@ -214,6 +214,25 @@ pub fn render(report: &Report) -> String {
             ratio_cell(pair.ratio)
         );
     }
+    let pgpool = &report.read_by_id_pgpool;
+    match (&pgpool.product, pgpool.product.reason()) {
+        (_, Some(reason)) => {
+            let _ = writeln!(md, "\npgpool-II (by id): unavailable: {reason}.");
+        }
+        (product, None) => {
+            let _ = writeln!(
+                md,
+                "\nThe same lookups by id through pgpool-II (load balancing per statement over \
+                 both replicas), as the proxy a user would otherwise put in front of them:\n\n\
+                 | Query | pgpool-II req/s | p50 ms | p99 ms | errors | direct SQL req/s | p50 ms | p99 ms | errors | ratio |\n\
+                 |---|---|---|---|---|---|---|---|---|---|\n\
+                 | `SELECT … WHERE id = $1` | {} | {} | {} |",
+                throughput_cells(product),
+                throughput_cells(&pgpool.baseline),
+                ratio_cell(pgpool.ratio)
+            );
+        }
+    }
 
     for (name, pair) in [
         ("by id", &report.read_by_id),

@@ -176,8 +176,17 @@ pub async fn half_load_lag(ctx: &mut Context, rate: f64) -> anyhow::Result<HalfL
     })
 }
 
-/// 4. Reads through read-api and straight to the replicas: by id, then the first page.
-pub async fn reads(ctx: &mut Context) -> anyhow::Result<(Pair, Pair)> {
+/// The read figures: by id through read-api and through pgpool-II, and the first page, each
+/// beside the same queries straight to the replicas.
+pub struct ReadPairs {
+    pub by_id: Pair,
+    pub by_id_pgpool: Pair,
+    pub list: Pair,
+}
+
+/// 4. Reads through read-api, through pgpool-II and straight to the replicas: by id, then
+/// the first page.
+pub async fn reads(ctx: &mut Context) -> anyhow::Result<ReadPairs> {
     catchup::settle(&ctx.dbs, Duration::from_secs(180))
         .await
         .context("waiting for the replicas to be level before the reads")?;
@@ -219,6 +228,19 @@ pub async fn reads(ctx: &mut Context) -> anyhow::Result<(Pair, Pair)> {
         }
         Err(error) => Err(anyhow::anyhow!("{error:#}")),
     };
+    let pgpool_get = match &ctx.args.pgpool_url {
+        Some(url) => {
+            tracing::info!("reads by id: pgpool-II");
+            let through = Replicas::new(
+                vec![pool(url, "bench pgpool reads", concurrency, true)?],
+                Duration::from_secs(5),
+            );
+            load::run(&spec, reads::direct_get(through, Arc::clone(&ids))).await
+        }
+        None => Err(anyhow::anyhow!(
+            "no pgpool-II to compare with (bench.sh starts one where Debian's pgpool2 installs)"
+        )),
+    };
     tracing::info!("listing: direct SQL baseline");
     let direct_list = load::run(&spec, reads::direct_list(replicas)).await;
     let api_list = match &read_api {
@@ -234,16 +256,15 @@ pub async fn reads(ctx: &mut Context) -> anyhow::Result<(Pair, Pair)> {
         Err(error) => Err(anyhow::anyhow!("{error:#}")),
     };
     ctx.memory.set_under_load(false);
-    Ok((
-        Pair::new(
-            Figure::from_result(api_get),
-            Figure::from_result(direct_get),
-        ),
-        Pair::new(
+    let direct_get = Figure::from_result(direct_get);
+    Ok(ReadPairs {
+        by_id: Pair::new(Figure::from_result(api_get), direct_get.clone()),
+        by_id_pgpool: Pair::new(Figure::from_result(pgpool_get), direct_get),
+        list: Pair::new(
             Figure::from_result(api_list),
             Figure::from_result(direct_list),
         ),
-    ))
+    })
 }
 
 /// read-api's strategies under one slow replica, each in a read-api of its own.

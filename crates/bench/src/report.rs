@@ -120,6 +120,8 @@ pub struct Report {
     pub catchup: Figure<Catchup>,
     pub catchup_baseline: Figure<Logical>,
     pub read_by_id: Pair,
+    /// The same lookups by id through pgpool-II, beside the same direct SQL baseline.
+    pub read_by_id_pgpool: Pair,
     pub read_list: Pair,
     /// read-api's strategies, the reference run first (nothing slowed).
     pub strategies: Figure<Vec<StrategyRun>>,
@@ -145,6 +147,7 @@ impl Report {
             "read-api GET /api/products/{id}",
             Some(&self.read_by_id),
         ));
+        targets.push(self.pgpool_target());
         targets.push(match self.lag_half_load.get() {
             Some(half) => Target {
                 name: "replication lag at half load".into(),
@@ -206,6 +209,21 @@ impl Report {
         }
         targets.push(self.slow_replica_target());
         self.targets = targets;
+    }
+
+    /// read-api's ratio to direct SQL by id above pgpool-II's, measured in the same run.
+    fn pgpool_target(&self) -> Target {
+        let name = "read-api GET /api/products/{id} vs pgpool-II";
+        let wanted = "ratio to direct SQL above pgpool-II's";
+        match (self.read_by_id.ratio, self.read_by_id_pgpool.ratio) {
+            (Some(read_api), Some(pgpool)) => Target {
+                name: name.into(),
+                wanted: wanted.into(),
+                measured: format!("read-api {read_api:.2} × vs pgpool-II {pgpool:.2} ×"),
+                met: Some(read_api > pgpool),
+            },
+            _ => unavailable(name, wanted, &self.read_by_id_pgpool.product),
+        }
     }
 
     /// p2c_ewma with one replica slowed: at most 10 % of reads to it, and p99 within twice
