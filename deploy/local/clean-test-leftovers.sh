@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Drops databases and RabbitMQ vhosts named test_* that a killed test run left behind. Do not
-# run it while tests are running.
+# Drops databases and RabbitMQ vhosts named test_* that a killed test run left behind (on the
+# machine's broker and on the local RabbitMQ cluster, if it runs). Do not run it while tests
+# are running.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./lib.sh
@@ -16,6 +17,15 @@ curl -fsS -u guest:guest "$RABBITMQ_API/api/vhosts?columns=name" |
   while read -r vhost; do
     curl -fsS -u guest:guest -X DELETE "$RABBITMQ_API/api/vhosts/$vhost" >/dev/null || true
   done
+
+# The same on the local three-node cluster (rabbitmq-cluster.sh), when one of its nodes runs.
+if ./rabbitmq-cluster.sh status | grep running >/dev/null; then
+  ./rabbitmq-cluster.sh ctl list_vhosts --quiet --no-table-headers |
+    { grep '^test_' || true; } |
+    while read -r vhost; do
+      ./rabbitmq-cluster.sh ctl delete_vhost "$vhost" </dev/null >/dev/null || true
+    done
+fi
 
 # PostgreSQL clusters the failover tests made (test-support's PgCluster), with their servers.
 for root in "${TMPDIR:-/tmp}"/pgcluster_*; do

@@ -8,6 +8,8 @@
 #   rabbitmq-cluster.sh stop N   stop node N (1..3), as an outage would; `kill N` is kill -9
 #   rabbitmq-cluster.sh start N  start node N again (it rejoins with its data)
 #   rabbitmq-cluster.sh urls     the AMQP URLs, comma-separated (RABBITMQ_URLS)
+#   rabbitmq-cluster.sh ctl ARGS rabbitmqctl ARGS with the cluster's cookie, on the first
+#                                running node unless ARGS name one (-n rmq2@localhost)
 #
 # Ports: AMQP 5681-5683, Erlang distribution 25681-25683. CATALOGUE_RMQ_CLUSTER_DIR moves the
 # state (default /var/tmp/catalogue-rmq-cluster). The broker user is guest/guest (loopback).
@@ -170,6 +172,21 @@ urls() {
   (IFS=,; echo "${list[*]}")
 }
 
+# `ctl` for callers: the first running node unless they name one.
+ctl_command() {
+  local arg
+  for arg in "$@"; do
+    case $arg in -n|--node|-n*|--node=*) ctl "$@"; return ;; esac
+  done
+  for n in "${NODES[@]}"; do
+    if node_pid "$n" >/dev/null; then
+      ctl -n "$(node_name "$n")" "$@"
+      return
+    fi
+  done
+  die "no node of the cluster runs"
+}
+
 node_arg() {
   case ${1:-} in 1|2|3) echo "$1" ;; *) die "name a node: 1, 2 or 3" ;; esac
 }
@@ -182,5 +199,6 @@ case ${1:-} in
   stop) stop_node "$(node_arg "${2:-}")" ;;
   kill) kill_node "$(node_arg "${2:-}")" ;;
   start) start_node "$(node_arg "${2:-}")" ;;
-  *) die "usage: $0 up|down|status|urls|stop N|kill N|start N" ;;
+  ctl) shift; ctl_command "$@" ;;
+  *) die "usage: $0 up|down|status|urls|stop N|kill N|start N|ctl ARGS" ;;
 esac

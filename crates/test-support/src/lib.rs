@@ -2,7 +2,10 @@
 //! without seeing each other, and to break links on purpose.
 //!
 //! - [`TestDatabase`]: a fresh database, dropped when the value is.
-//! - [`TestVhost`]: a fresh RabbitMQ virtual host, deleted when the value is.
+//! - [`TestVhost`]: a fresh RabbitMQ virtual host, deleted when the value is (on the
+//!   machine's broker, or on the local three-node cluster).
+//! - [`RabbitCluster`]: a turn on the local three-node RabbitMQ cluster
+//!   (`deploy/local/rabbitmq-cluster.sh`), whose nodes a test may stop, kill and restart.
 //! - [`TcpProxy`]: a proxy a test can cut, freeze and reopen.
 //! - [`PgCluster`]: a PostgreSQL cluster of the test's own (a primary, a standby) to fail
 //!   over.
@@ -23,6 +26,7 @@ pub mod load;
 pub mod openapi;
 mod process;
 mod proxy;
+pub mod rabbit;
 pub mod stack;
 mod vhost;
 
@@ -30,6 +34,7 @@ pub use cluster::PgCluster;
 pub use database::TestDatabase;
 pub use process::{ServiceProcess, free_port, workspace_binary};
 pub use proxy::{LinkMode, TcpProxy};
+pub use rabbit::RabbitCluster;
 pub use vhost::TestVhost;
 
 use std::future::Future;

@@ -1,4 +1,6 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -27,6 +29,7 @@ pub struct TcpProxy {
     addr: SocketAddr,
     mode: watch::Sender<LinkMode>,
     accept_task: JoinHandle<()>,
+    links: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -35,12 +38,25 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (mode, _) = watch::channel(LinkMode::Open);
-        let accept_task = tokio::spawn(accept_loop(listener, target.to_owned(), mode.clone()));
+        let links = Arc::new(AtomicUsize::new(0));
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            target.to_owned(),
+            mode.clone(),
+            links.clone(),
+        ));
         Self {
             addr,
             mode,
             accept_task,
+            links,
         }
+    }
+
+    /// Connections through the proxy right now (connected to the target, not yet closed):
+    /// which of several proxies the clients use.
+    pub fn links(&self) -> usize {
+        self.links.load(Ordering::SeqCst)
     }
 
     /// `127.0.0.1:port` of the proxy.
@@ -68,10 +84,32 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: String, mode: watch::Sender<LinkMode>) {
+/// Counts a link while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(links: &Arc<AtomicUsize>) -> Self {
+        links.fetch_add(1, Ordering::SeqCst);
+        Self(links.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    target: String,
+    mode: watch::Sender<LinkMode>,
+    links: Arc<AtomicUsize>,
+) {
     while let Ok((client, _)) = listener.accept().await {
         let mut link = mode.subscribe();
         let target = target.clone();
+        let links = links.clone();
         tokio::spawn(async move {
             // A connection made while frozen waits, like a SYN into a black hole.
             let state = match link.wait_for(|m| *m != LinkMode::Frozen).await {
@@ -84,6 +122,7 @@ async fn accept_loop(listener: TcpListener, target: String, mode: watch::Sender<
             let Ok(server) = TcpStream::connect(&target).await else {
                 return;
             };
+            let _counted = Counted::new(&links);
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
             let (client_read, client_write) = client.into_split();

@@ -20,6 +20,10 @@ pub struct StackOptions {
     pub proxied_replicas: Vec<usize>,
     /// write-api and the replicators reach RabbitMQ through a proxy.
     pub broker_proxy: bool,
+    /// The vhost is on the local three-node RabbitMQ cluster (hold a
+    /// [`crate::RabbitCluster`] turn), and write-api and the replicators get every node in
+    /// `RABBITMQ_URLS`, each through a proxy of its own ([`Stack::node_proxies`]).
+    pub broker_cluster: bool,
     /// write-api, the replicators and read-api reach the primary through a proxy.
     pub primary_proxy: bool,
     pub write_apis: usize,
@@ -42,6 +46,7 @@ impl Default for StackOptions {
             replicas: 2,
             proxied_replicas: Vec::new(),
             broker_proxy: false,
+            broker_cluster: false,
             primary_proxy: false,
             write_apis: 1,
             replicators: 1,
@@ -61,6 +66,9 @@ pub struct Stack {
     pub replica_proxies: Vec<Option<TcpProxy>>,
     pub primary_proxy: Option<TcpProxy>,
     pub broker_proxy: Option<TcpProxy>,
+    /// With `broker_cluster`: a proxy in front of each node of the cluster, in node order
+    /// (index 0 is node 1).
+    pub node_proxies: Vec<TcpProxy>,
     pub vhost: TestVhost,
     pub write_apis: Vec<ServiceProcess>,
     pub replicators: Vec<ServiceProcess>,
@@ -89,8 +97,16 @@ impl Stack {
         primary: TestDatabase,
         options: StackOptions,
     ) -> Self {
+        assert!(
+            !(options.broker_cluster && options.broker_proxy),
+            "broker_cluster has a proxy per node; broker_proxy is for the machine's broker"
+        );
         storage_migrate(primary.url()).await;
-        let vhost = TestVhost::create().await;
+        let vhost = if options.broker_cluster {
+            TestVhost::on_cluster().await
+        } else {
+            TestVhost::create().await
+        };
         let mut replicas = Vec::new();
         let mut replica_proxies = Vec::new();
         for index in 0..options.replicas {
@@ -112,6 +128,12 @@ impl Stack {
         } else {
             None
         };
+        let mut node_proxies = Vec::new();
+        if options.broker_cluster {
+            for host in vhost.broker_hosts() {
+                node_proxies.push(TcpProxy::start(host).await);
+            }
+        }
         let mut stack = Self {
             _slot: slot,
             primary,
@@ -119,6 +141,7 @@ impl Stack {
             replica_proxies,
             primary_proxy,
             broker_proxy,
+            node_proxies,
             vhost,
             write_apis: Vec::new(),
             replicators: Vec::new(),
@@ -198,10 +221,25 @@ impl Stack {
         }
     }
 
-    fn broker_url(&self) -> String {
+    /// The broker as the services see it: `RABBITMQ_URL`, or `RABBITMQ_URLS` listing the
+    /// cluster's nodes through their proxies.
+    fn broker_env(&self) -> (&'static str, String) {
+        if self.vhost.on_the_cluster() {
+            let hosts: Vec<String> = self.node_proxies.iter().map(TcpProxy::host).collect();
+            return ("RABBITMQ_URLS", self.vhost.urls_via(&hosts));
+        }
         match &self.broker_proxy {
-            Some(proxy) => self.vhost.url_via(&proxy.host()),
-            None => self.vhost.url(),
+            Some(proxy) => ("RABBITMQ_URL", self.vhost.url_via(&proxy.host())),
+            None => ("RABBITMQ_URL", self.vhost.url()),
+        }
+    }
+
+    /// The broker straight, no proxy: for the replicator's commands.
+    fn direct_broker_env(&self) -> (&'static str, String) {
+        if self.vhost.on_the_cluster() {
+            ("RABBITMQ_URLS", self.vhost.urls())
+        } else {
+            ("RABBITMQ_URL", self.vhost.url())
         }
     }
 
@@ -221,7 +259,7 @@ impl Stack {
     pub fn write_api_env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("DATABASE_URL", self.primary_url()),
-            ("RABBITMQ_URL", self.broker_url()),
+            self.broker_env(),
             ("RELAY_POLL_INTERVAL_MS", "200".into()),
             ("AMQP_RECONNECT_MAX_MS", "500".into()),
             ("AMQP_CONNECT_TIMEOUT_MS", "2000".into()),
@@ -240,7 +278,7 @@ impl Stack {
     pub fn replicator_env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("DATABASE_URL", self.primary_url()),
-            ("RABBITMQ_URL", self.broker_url()),
+            self.broker_env(),
             ("REPLICA_URLS", self.replica_urls()),
             ("RETRY_ATTEMPTS", "3".into()),
             ("RETRY_BASE_MS", "20".into()),
@@ -339,7 +377,7 @@ impl Stack {
             .args(args)
             .envs(self.replicator_env())
             .env("DATABASE_URL", self.primary.url())
-            .env("RABBITMQ_URL", self.vhost.url())
+            .envs([self.direct_broker_env()])
             .env("REPLICA_URLS", direct.join(","))
             .env("RUST_LOG", "warn")
             .output()

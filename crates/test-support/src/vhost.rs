@@ -1,19 +1,30 @@
 use amqprs::channel::QueueDeclareArguments;
 use amqprs::connection::{Connection, OpenConnectionArguments};
 
+use crate::rabbit::{self, RabbitCluster};
 use crate::{block_on_side_thread, unique_name};
 
 const DEFAULT_API: &str = "http://127.0.0.1:15672";
 
 /// A RabbitMQ virtual host of its own for one test, deleted (with its queues) on drop.
 ///
-/// Made through the management HTTP API (`TEST_RABBITMQ_API`, default
-/// `http://127.0.0.1:15672`, user guest): fast, and needs no root, unlike `rabbitmqctl`.
+/// On the machine's broker ([`TestVhost::create`]) it is made through the management HTTP
+/// API (`TEST_RABBITMQ_API`, default `http://127.0.0.1:15672`, user guest): fast, and needs
+/// no root, unlike `rabbitmqctl`. On the local three-node cluster
+/// ([`TestVhost::on_cluster`]), which runs no management plugin, through `rabbitmqctl`.
 #[derive(Debug)]
 pub struct TestVhost {
     name: String,
-    host: String,
-    api: String,
+    /// `host:port` of each node; the first is the machine's broker, or node 1.
+    hosts: Vec<String>,
+    made_by: Admin,
+}
+
+/// How the vhost was made, and so is deleted.
+#[derive(Debug)]
+enum Admin {
+    Api(String),
+    Cluster,
 }
 
 impl TestVhost {
@@ -47,7 +58,38 @@ impl TestVhost {
         )
         .await;
         let host = std::env::var("TEST_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1:5672".into());
-        Self { name, host, api }
+        Self {
+            name,
+            hosts: vec![host],
+            made_by: Admin::Api(api),
+        }
+    }
+
+    /// A vhost on the local RabbitMQ cluster (started with [`RabbitCluster::take`]), with
+    /// every permission for guest.
+    pub async fn on_cluster() -> Self {
+        let name = unique_name("test");
+        for args in [
+            vec!["add_vhost", name.as_str()],
+            vec![
+                "set_permissions",
+                "-p",
+                name.as_str(),
+                "guest",
+                ".*",
+                ".*",
+                ".*",
+            ],
+        ] {
+            if let Err(e) = rabbit::ctl(&args).await {
+                panic!("rabbitmqctl {args:?} on the cluster: {e}");
+            }
+        }
+        Self {
+            name,
+            hosts: rabbit::NODES.into_iter().map(RabbitCluster::host).collect(),
+            made_by: Admin::Cluster,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -61,12 +103,36 @@ impl TestVhost {
     }
 
     pub fn url(&self) -> String {
-        self.url_via(&self.host)
+        self.url_via(&self.hosts[0])
     }
 
-    /// `host:port` of the broker itself.
+    /// Every node's URL, comma-separated (`RABBITMQ_URLS`); one URL on the machine's broker.
+    pub fn urls(&self) -> String {
+        self.urls_via(&self.hosts)
+    }
+
+    /// The URLs through `hosts` (a proxy per node), comma-separated.
+    pub fn urls_via(&self, hosts: &[String]) -> String {
+        hosts
+            .iter()
+            .map(|host| self.url_via(host))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `host:port` of the broker itself (node 1 on the cluster).
     pub fn broker_host(&self) -> &str {
-        &self.host
+        &self.hosts[0]
+    }
+
+    /// `host:port` of every node.
+    pub fn broker_hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Whether the vhost is on the local cluster.
+    pub fn on_the_cluster(&self) -> bool {
+        matches!(self.made_by, Admin::Cluster)
     }
 
     /// Messages ready in `queue` right now (a passive declare; the management statistics lag
@@ -84,20 +150,40 @@ impl TestVhost {
         depth
     }
 
-    /// A plain amqprs connection to this vhost, for a test's own checks.
+    /// A plain amqprs connection to this vhost, for a test's own checks: to the first node
+    /// that answers.
     pub async fn connect(&self) -> Connection {
-        let (host, port) = self.host.rsplit_once(':').expect("host:port");
-        let args =
-            OpenConnectionArguments::new(host, port.parse().expect("port"), "guest", "guest")
-                .virtual_host(&self.name)
-                .finish();
-        Connection::open(&args).await.expect("connect to RabbitMQ")
+        let mut failures = Vec::new();
+        for host in &self.hosts {
+            let (address, port) = host.rsplit_once(':').expect("host:port");
+            let args = OpenConnectionArguments::new(
+                address,
+                port.parse().expect("port"),
+                "guest",
+                "guest",
+            )
+            .virtual_host(&self.name)
+            .finish();
+            match Connection::open(&args).await {
+                Ok(connection) => return connection,
+                Err(e) => failures.push(format!("{host}: {e}")),
+            }
+        }
+        panic!("connect to RabbitMQ: {failures:?}");
     }
 }
 
 impl Drop for TestVhost {
     fn drop(&mut self) {
-        let url = format!("{}/api/vhosts/{}", self.api, self.name);
+        let api = match &self.made_by {
+            Admin::Api(api) => api,
+            Admin::Cluster => {
+                // Any node will do (the script picks a running one).
+                rabbit::ctl_blocking(&["delete_vhost", &self.name]);
+                return;
+            }
+        };
+        let url = format!("{api}/api/vhosts/{}", self.name);
         block_on_side_thread(async move {
             let _ = reqwest::Client::new()
                 .delete(&url)

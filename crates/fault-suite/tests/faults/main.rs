@@ -8,6 +8,7 @@
     clippy::print_stdout
 )]
 
+mod brokers;
 mod database;
 mod failover;
 mod heartbeat;
