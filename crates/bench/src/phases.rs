@@ -184,8 +184,8 @@ pub struct ReadPairs {
     pub list: Pair,
 }
 
-/// 4. Reads through read-api, through pgpool-II and straight to the replicas: by id, then
-/// the first page.
+/// Phase 4, reads through read-api, through pgpool-II and straight to the replicas: by id,
+/// then the first page.
 pub async fn reads(ctx: &mut Context) -> anyhow::Result<ReadPairs> {
     catchup::settle(&ctx.dbs, Duration::from_secs(180))
         .await
@@ -228,19 +228,6 @@ pub async fn reads(ctx: &mut Context) -> anyhow::Result<ReadPairs> {
         }
         Err(error) => Err(anyhow::anyhow!("{error:#}")),
     };
-    let pgpool_get = match &ctx.args.pgpool_url {
-        Some(url) => {
-            tracing::info!("reads by id: pgpool-II");
-            let through = Replicas::new(
-                vec![pool(url, "bench pgpool reads", concurrency, true)?],
-                Duration::from_secs(5),
-            );
-            load::run(&spec, reads::direct_get(through, Arc::clone(&ids))).await
-        }
-        None => Err(anyhow::anyhow!(
-            "no pgpool-II to compare with (bench.sh starts one where Debian's pgpool2 installs)"
-        )),
-    };
     tracing::info!("listing: direct SQL baseline");
     let direct_list = load::run(&spec, reads::direct_list(replicas)).await;
     let api_list = match &read_api {
@@ -254,6 +241,21 @@ pub async fn reads(ctx: &mut Context) -> anyhow::Result<ReadPairs> {
             })
         }
         Err(error) => Err(anyhow::anyhow!("{error:#}")),
+    };
+    // Last, once the direct pools are gone: pgpool-II opens a connection to both replicas
+    // for each of its clients, and the replicas' connection slots (100) are shared.
+    let pgpool_get = match &ctx.args.pgpool_url {
+        Some(url) => {
+            tracing::info!("reads by id: pgpool-II");
+            let through = Replicas::new(
+                vec![pool(url, "bench pgpool reads", concurrency, true)?],
+                Duration::from_secs(5),
+            );
+            load::run(&spec, reads::direct_get(through, Arc::clone(&ids))).await
+        }
+        None => Err(anyhow::anyhow!(
+            "no pgpool-II to compare with (bench.sh starts one where Debian's pgpool2 installs)"
+        )),
     };
     ctx.memory.set_under_load(false);
     let direct_get = Figure::from_result(direct_get);
