@@ -76,7 +76,7 @@ impl Default for Settings {
             replicas: ReplicaSettings::local(READER),
             db: DbSettings::local_primary(READER, 16, Duration::from_secs(1)),
             fallback_to_primary: true,
-            strategy: Strategy::RoundRobin,
+            strategy: Strategy::P2cEwma,
             replica_weights: ReplicaWeights::default(),
             latency_decay_ms: Duration::from_secs(2),
             db_statement_timeout_ms: Duration::from_secs(1),
@@ -261,7 +261,7 @@ mod tests {
     fn defaults_name_two_replicas_and_bad_values_are_refused() {
         let settings = load(&[]).unwrap();
         assert_eq!(settings.http.port, 8001);
-        assert_eq!(settings.strategy, Strategy::RoundRobin);
+        assert_eq!(settings.strategy, Strategy::P2cEwma);
         assert_eq!(settings.replicas.targets().unwrap().len(), 2);
         assert!(load(&[("STRATEGY", "fastest")]).is_err());
         assert!(load(&[("MAX_CONSECUTIVE_ERRORS", "0")]).is_err());
@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(settings.replica_weights.of("replica-1"), 3);
         assert_eq!(settings.replica_weights.of("replica-2"), 0);
         assert_eq!(settings.replica_weights.of("other"), 1);
-        assert_eq!(settings.strategy.to_string(), "round_robin");
+        assert_eq!(settings.strategy.to_string(), "p2c_ewma");
         assert!(load(&[("REPLICA_WEIGHTS", "replica-9=2")]).is_err());
         assert!(load(&[("REPLICA_WEIGHTS", "replica-1")]).is_err());
         assert!(load(&[("REPLICA_WEIGHTS", "replica-1=-1")]).is_err());
