@@ -54,22 +54,14 @@ async fn r1_queue_leader_node_killed_under_writes() {
     steady(3).await;
     cluster.start(node).await;
     steady(2).await;
-    let (mut writes, _) = load.stop().await;
-    writes.acknowledged += watch.probes;
-    assert_eq!(
-        writes.ambiguous(),
-        0,
-        "writes never need the broker: {writes:?}"
-    );
-    finish(
+    conclude(
         &format!(
             "r1 node {node} (leading {led}) kill -9, events flow again {} after",
             seconds(flow)
         ),
         &stack,
-        &writes,
-        None,
-        0,
+        load,
+        &watch,
     )
     .await;
 }
@@ -98,19 +90,11 @@ async fn r2_leader_node_stopped_and_restarted_twice_under_writes() {
         cluster.start(node).await;
         steady(2).await;
     }
-    let (mut writes, _) = load.stop().await;
-    writes.acknowledged += watch.probes;
-    assert_eq!(
-        writes.ambiguous(),
-        0,
-        "writes never need the broker: {writes:?}"
-    );
-    finish(
+    conclude(
         &format!("r2 leader stop/start twice: {}", rounds.join("; ")),
         &stack,
-        &writes,
-        None,
-        0,
+        load,
+        &watch,
     )
     .await;
 }
@@ -145,15 +129,8 @@ async fn links_fail(mode: LinkMode, outage: Duration, name: &str, verb: &str) {
         }
     });
     steady(3).await;
-    let (mut writes, _) = load.stop().await;
-    writes.acknowledged += watch.probes;
-    assert_eq!(
-        writes.ambiguous(),
-        0,
-        "writes never need the broker: {writes:?}"
-    );
     let nodes: Vec<String> = nodes.iter().map(ToString::to_string).collect();
-    finish(
+    conclude(
         &format!(
             "{name} links to node {} {verb} {} s, events flow again {} after",
             nodes.join(" and "),
@@ -161,11 +138,23 @@ async fn links_fail(mode: LinkMode, outage: Duration, name: &str, verb: &str) {
             seconds(flow)
         ),
         &stack,
-        &writes,
-        None,
-        0,
+        load,
+        &watch,
     )
     .await;
+}
+
+/// Stops the load and checks the end state: the probes count among the acknowledged
+/// writes, and no write was ambiguous (writes never wait on the broker).
+async fn conclude(scenario: &str, stack: &Stack, load: Load, watch: &Watch) {
+    let (mut writes, _) = load.stop().await;
+    writes.acknowledged += watch.probes;
+    assert_eq!(
+        writes.ambiguous(),
+        0,
+        "writes never need the broker: {writes:?}"
+    );
+    finish(scenario, stack, &writes, None, 0).await;
 }
 
 /// A stack on a vhost of the cluster, every node in the services' `RABBITMQ_URLS`.
