@@ -41,7 +41,7 @@ test-fresh: ## `make run` and `make test` on a fresh Debian container, timed (FR
 test-compose: ## docker-compose.yml for real: one image build, up, smoke checks, down -v (long the first time: the build; not in CI)
 	deploy/containers/compose-check.sh $(COMPOSE_ARGS)
 
-bench: ## Benchmark the stack against PostgreSQL itself (about 7 min; results in bench/results/)
+bench: ## Benchmark the stack against PostgreSQL itself (about 9 min; results in bench/results/)
 	deploy/local/bench.sh $(BENCH_ARGS)
 
 bench-quick: ## A one-minute smoke run of the benchmark
