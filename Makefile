@@ -31,9 +31,17 @@ test: services ## Run every test against the local PostgreSQL and RabbitMQ (the 
 test-api: services ## Schemathesis, every check, against write-api's and read-api's OpenAPI documents (under a minute)
 	deploy/local/api-fuzz.sh
 
+# The broker scenarios' three-node cluster starts before the suite, while the machine is idle
+# (about 25 s; Erlang boots several times slower beside the suite's loaded stacks), and stops
+# after it unless it was running before.
 test-faults: services ## The fault suite: the services under load while links, processes and messages break
 	cargo build --locked --bins
-	cargo test --locked -p fault-suite -- --test-threads=3 --nocapture
+	@cluster=deploy/local/rabbitmq-cluster.sh; \
+	ours=1; $$cluster status | grep -q running && ours=0; \
+	$$cluster up || exit 1; \
+	cargo test --locked -p fault-suite -- --test-threads=3 --nocapture; rc=$$?; \
+	if [ $$ours = 1 ]; then $$cluster down; fi; \
+	exit $$rc
 
 test-fresh: ## `make run` and `make test` on a fresh Debian container, timed (FRESH_ARGS="--commit REV")
 	deploy/containers/fresh-machine.sh $(FRESH_ARGS)

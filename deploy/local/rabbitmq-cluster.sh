@@ -18,6 +18,7 @@ cd "$(dirname "$0")"
 . ./lib.sh
 
 STATE=${CATALOGUE_RMQ_CLUSTER_DIR:-/var/tmp/catalogue-rmq-cluster}
+STARTED=$(date +%s)
 BIN=/usr/lib/rabbitmq/bin
 NODES=(1 2 3)
 
@@ -26,10 +27,18 @@ amqp_port() { echo $((5680 + $1)); }
 dist_port() { echo $((25680 + $1)); }
 pid_file() { echo "$STATE/node$1/pid"; }
 
+# Erlang's schedulers spin while they wait for work. On a machine whose cores are busy (the
+# fault suite runs stacks under load beside the cluster) the spinning competes with the work:
+# measured on 2 cores with 6 busy processes, one `rabbitmqctl cluster_status` took 17-32 s
+# with spinning and 2-3 s (once 12) without, and `up` took 399 s instead of 24. Nodes and CLI
+# both go without it.
+NO_BUSY_WAIT="+sbwt none +sbwtdcpu none +sbwtdio none"
+
 # The cluster's own HOME: its cookie, different from the machine's node's, keeps the two
 # apart; the CLI reads it from the same HOME.
 cluster_env() {
   export HOME="$STATE/home"
+  export RABBITMQ_CTL_ERL_ARGS="$NO_BUSY_WAIT"
 }
 
 ensure_installed() {
@@ -39,9 +48,17 @@ ensure_installed() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server
 }
 
+# Every CLI call is bounded: a node that never answers fails the step with its name instead of
+# hanging whoever called the script.
+CTL_TIMEOUT=${CATALOGUE_RMQ_CTL_TIMEOUT:-150}
+
 ctl() {
   cluster_env
-  "$BIN/rabbitmqctl" "$@"
+  timeout --kill-after=5 "$CTL_TIMEOUT" "$BIN/rabbitmqctl" "$@" || {
+    local rc=$?
+    [ "$rc" -eq 124 ] && echo "rabbitmqctl $*: no answer in ${CTL_TIMEOUT} s" >&2
+    return "$rc"
+  }
 }
 
 # Runs a node's command with only that node's environment (exported in a caller's shell,
@@ -68,7 +85,7 @@ with_node_env() {
     export RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf"
     export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
     export RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf"
-    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} $NO_BUSY_WAIT"
     # A crash dump lands in the current directory: each node has its own.
     cd "$dir"
     "$@"
@@ -103,6 +120,7 @@ start_node() {
   local n=$1
   if node_pid "$n" >/dev/null; then return; fi
   port_open "$(amqp_port "$n")" && die "port $(amqp_port "$n") is taken by something else"
+  step "starting $(node_name "$n")"
   with_node_env "$n" "$BIN/rabbitmq-server" -detached
   # `await_startup` fails at once while the node is not up at all: wait on the pid first.
   ctl -n "$(node_name "$n")" wait "$(pid_file "$n")" --timeout 120 >/dev/null
@@ -124,11 +142,14 @@ kill_node() {
   while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 }
 
+# Progress of a long command, with the seconds since it began: when a step hangs, the last
+# line names it.
+step() { log "$1 ($(($(date +%s) - STARTED)) s)"; }
+
 up() {
   ensure_installed
   prepare
-  local started
-  started=$(date +%s)
+  local started=$STARTED
   for n in "${NODES[@]}"; do start_node "$n"; done
   local first
   first=$(node_name 1)
@@ -138,6 +159,7 @@ up() {
     if ! ctl -n "$first" cluster_status 2>/dev/null | grep -q "$node"; then
       # The CLI logs harmless errors while a node is between stop and start: keep them out
       # of the way, in the state directory.
+      step "joining $node to $first"
       {
         ctl -n "$node" stop_app
         ctl -n "$node" reset
@@ -146,6 +168,7 @@ up() {
       } >>"$STATE/join.log" 2>&1 || die "joining $node to $first failed; see $STATE/join.log"
     fi
   done
+  step "waiting for three nodes online"
   ctl -n "$first" await_online_nodes 3 --timeout 120 >/dev/null
   log "RabbitMQ cluster of 3 nodes up in $(($(date +%s) - started)) s: $(urls)"
 }

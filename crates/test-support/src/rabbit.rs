@@ -115,25 +115,28 @@ pub(crate) async fn ctl(args: &[&str]) -> Result<String, String> {
     run(&all).await
 }
 
+/// Runs the script with a last-resort limit (its own CLI calls are bounded, 150 s each). Its
+/// progress lines go to the test's stderr as they come, so a slow step is named even when the
+/// limit cuts it short; its stdout is the answer.
 async fn run(args: &[&str]) -> Result<String, String> {
     let output = tokio::time::timeout(
         Duration::from_secs(300),
         tokio::process::Command::new(script_path())
             .args(args)
+            .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true)
             .output(),
     )
     .await
-    .map_err(|_| "no answer in 300 s".to_owned())?
+    .map_err(|_| "no answer in 300 s (its last progress line above names the step)".to_owned())?
     .map_err(|e| e.to_string())?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(format!(
-            "{}\n{}{}",
+            "{} (its errors are above)\n{}",
             output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stdout)
         ))
     }
 }
