@@ -6,10 +6,10 @@ SHELL := /bin/bash
 export TEST_PG_ADMIN_URL ?= postgres://catalogue:catalogue@127.0.0.1:5432/postgres
 TEST_THREADS ?= 8
 
-.PHONY: help run stop reset test test-api test-faults test-fresh test-compose cluster-up cluster-down bench bench-quick lint fmt services clean-tests
+.PHONY: help run stop reset test test-api test-faults test-fresh test-compose cluster-up cluster-down bench bench-scaling bench-quick lint fmt services clean-tests
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 run: ## Start the whole stack on this machine (installs and provisions what is missing)
 	deploy/local/run.sh
@@ -51,6 +51,9 @@ test-compose: ## docker-compose.yml for real: one image build, up, smoke checks,
 
 bench: ## Benchmark the stack against PostgreSQL itself (about 9 min; results in bench/results/)
 	deploy/local/bench.sh $(BENCH_ARGS)
+
+bench-scaling: ## The scaling table: writes at concurrency 1-256, read-api's queries with 10k and 1M products (about 12 min)
+	deploy/local/bench.sh --scaling --write-concurrency 1,16,64,256 --skip lag,reads,strategies,catchup $(BENCH_ARGS)
 
 bench-quick: ## A one-minute smoke run of the benchmark
 	deploy/local/bench.sh --quick $(BENCH_ARGS)

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # `make bench` / `make bench-quick`: measures the stack against PostgreSQL itself.
 #
-# Brings up PostgreSQL (primary 5432, replicas 5433/5434) and RabbitMQ as `make run` does,
-# then gives the benchmark its own, empty places: a database `bench` on each of the three
-# clusters (owned by the catalogue role) and a RabbitMQ vhost `bench`, both dropped and made
-# anew on every run so that runs are comparable. The `products` databases and the `catalogue`
+# Brings up PostgreSQL's replica clusters (5433/5434) and RabbitMQ as `make run` does, and the
+# benchmark's own primary cluster `bench-primary` on 5435, created once with
+# `wal_level = logical` so that PostgreSQL's logical replication can be measured beside the
+# product on the same primary (the machine's own cluster on 5432 keeps its settings; the
+# benchmark starts this one when stopped and stops it again at the end). Then it gives the
+# benchmark its own, empty places: a database `bench` on each of the three clusters (owned by
+# the catalogue role) and a RabbitMQ vhost `bench`, both dropped and made anew on every run so
+# that runs are comparable. For the logical-replication baselines a login `bench_lr` (superuser
+# on these three clusters: PostgreSQL before 16 lets only superusers create subscriptions)
+# gets a fresh random password for the run and loses its login at the end. The `products` databases and the `catalogue`
 # vhost of `make run` are left alone. It builds in release mode, starts write-api (8000),
 # read-api (8001) and the replicator (8002) on them, runs the `bench` tool (which stops and
 # restarts the replicator for its catch-up figure) and stops the services at the end, also
@@ -30,6 +36,14 @@ done
 ./ensure-services.sh
 ./provision.sh
 
+PRIMARY_PORT=5435
+PORTS_PG=("$PRIMARY_PORT" 5433 5434)
+primary_was_running=0
+port_open "$PRIMARY_PORT" && primary_was_running=1
+ensure_cluster bench-primary "$PRIMARY_PORT" -o wal_level=logical
+level=$(as_postgres psql -qtAX -p "$PRIMARY_PORT" -c 'SHOW wal_level')
+[ "$level" = logical ] || die "cluster bench-primary (port $PRIMARY_PORT) runs with wal_level = $level, not logical: drop it (pg_dropcluster --stop $(pg_version) bench-primary) and run again"
+
 log "building the services and the benchmark tool (release)"
 (cd "$ROOT" && cargo build --release --locked -p write-api -p replicator -p read-api -p bench)
 
@@ -44,7 +58,7 @@ SELECT format('ALTER SUBSCRIPTION %I DISABLE', subname), format('ALTER SUBSCRIPT
 FROM pg_subscription WHERE subname LIKE 'bench\_lr\_%' \gexec
 SQL
   done
-  as_postgres psql -q -p 5432 -v ON_ERROR_STOP=1 <<SQL >/dev/null
+  as_postgres psql -q -p "$PRIMARY_PORT" -v ON_ERROR_STOP=1 <<SQL >/dev/null
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
 WHERE database = '$BENCH_DB' AND slot_name LIKE 'bench\_lr\_%' AND NOT active;
 SQL
@@ -64,16 +78,30 @@ rabbitmq_api() {
     ${body:+--data "$body"} "$RABBITMQ_API/api/$path" >/dev/null
 }
 
-log "making a fresh database $BENCH_DB on ports 5432, 5433, 5434 and a fresh RabbitMQ vhost $BENCH_VHOST"
+# The logical-replication baselines' login, with a password only this run knows.
+LR_USER=bench_lr
+LR_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+set_lr_login() {
+  local port
+  for port in "${PORTS_PG[@]}"; do
+    as_postgres psql -q -p "$port" -v ON_ERROR_STOP=1 -v user="$LR_USER" -v password="$1" <<'SQL'
+SELECT format('CREATE ROLE %I', :'user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT CASE WHEN :'password' = '' THEN format('ALTER ROLE %I NOLOGIN PASSWORD NULL', :'user')
+            ELSE format('ALTER ROLE %I LOGIN SUPERUSER PASSWORD %L', :'user', :'password') END \gexec
+SQL
+  done
+}
+
+log "making a fresh database $BENCH_DB on ports ${PORTS_PG[*]} and a fresh RabbitMQ vhost $BENCH_VHOST"
 drop_logical_leftovers
-for port in 5432 5433 5434; do recreate_database "$port"; done
+for port in "${PORTS_PG[@]}"; do recreate_database "$port"; done
 curl -sS -o /dev/null -u guest:guest -X DELETE "$RABBITMQ_API/api/vhosts/$BENCH_VHOST" || true
 rabbitmq_api PUT "vhosts/$BENCH_VHOST"
 rabbitmq_api PUT "permissions/$BENCH_VHOST/$CATALOGUE_AMQP_USER" '{"configure":".*","write":".*","read":".*"}'
 
 db_url() { echo "postgres://$CATALOGUE_DB_USER:$CATALOGUE_DB_PASSWORD@127.0.0.1:$1/$BENCH_DB"; }
 export DATABASE_URL REPLICA_1_URL REPLICA_2_URL RABBITMQ_URL
-DATABASE_URL=$(db_url 5432)
+DATABASE_URL=$(db_url "$PRIMARY_PORT")
 REPLICA_1_URL=$(db_url 5433)
 REPLICA_2_URL=$(db_url 5434)
 RABBITMQ_URL="amqp://$CATALOGUE_AMQP_USER:$CATALOGUE_AMQP_PASSWORD@127.0.0.1:5672/$BENCH_VHOST"
@@ -115,6 +143,11 @@ stop_all() {
   fi
   ./pgpool-baseline.sh stop "$RUN_DIR/pgpool"
   wait 2>/dev/null || true
+  drop_logical_leftovers || true
+  set_lr_login '' || true
+  if [ "$primary_was_running" -eq 0 ]; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" bench-primary stop || true
+  fi
   rm -rf "$RUN_DIR"
 }
 trap 'stop_all; exit 130' INT TERM
@@ -144,6 +177,11 @@ if pgpool_port=$(./pgpool-baseline.sh start "$RUN_DIR/pgpool"); then
 else
   log "pgpool-II did not start: its read baseline is left out"
 fi
+
+set_lr_login "$LR_PASSWORD"
+export BENCH_LR_SUBSCRIBER_URLS BENCH_LR_PUBLISHER_CONNINFO
+BENCH_LR_SUBSCRIBER_URLS="postgres://$LR_USER:$LR_PASSWORD@127.0.0.1:5433/$BENCH_DB,postgres://$LR_USER:$LR_PASSWORD@127.0.0.1:5434/$BENCH_DB"
+BENCH_LR_PUBLISHER_CONNINFO="host=127.0.0.1 port=$PRIMARY_PORT dbname=$BENCH_DB user=$LR_USER password=$LR_PASSWORD"
 
 log "running the benchmark"
 # In the background and waited for, so that a signal to this script is handled at once (the

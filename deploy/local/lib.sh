@@ -47,3 +47,25 @@ pg_version() {
 : "${CATALOGUE_AMQP_PASSWORD:=catalogue}"
 : "${CATALOGUE_AMQP_VHOST:=catalogue}"
 : "${RABBITMQ_API:=http://127.0.0.1:15672}"
+
+# A cluster of the installed PostgreSQL named `name` on `port`, created once (further
+# arguments go to pg_createcluster, e.g. `-o wal_level=logical`), started when stopped, with
+# the catalogue login.
+ensure_cluster() {
+  local name=$1 port=$2 version
+  shift 2
+  version=$(pg_version)
+  if ! pg_lsclusters -h | awk '{print $2}' | grep -qx "$name"; then
+    log "creating PostgreSQL cluster $name on port $port"
+    as_root pg_createcluster "$@" "$version" "$name" -p "$port" >/dev/null
+  fi
+  if ! port_open "$port"; then
+    log "starting PostgreSQL cluster $name"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$name" start
+    wait_for_port "$port"
+  fi
+  as_postgres psql -q -p "$port" -v ON_ERROR_STOP=1 -v user="$CATALOGUE_DB_USER" -v password="$CATALOGUE_DB_PASSWORD" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'user', :'password')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
+SQL
+}

@@ -44,27 +44,8 @@ create_rabbitmq_user_and_vhost() {
     '{"configure":".*","write":".*","read":".*"}'
 }
 
-# A replica cluster of the installed PostgreSQL on `port`, created once, started when stopped.
-ensure_replica_cluster() {
-  local name=$1 port=$2 version
-  version=$(pg_version)
-  if ! pg_lsclusters -h | awk '{print $2}' | grep -qx "$name"; then
-    log "creating PostgreSQL cluster $name on port $port"
-    as_root pg_createcluster "$version" "$name" -p "$port" >/dev/null
-  fi
-  if ! port_open "$port"; then
-    log "starting PostgreSQL cluster $name"
-    as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$name" start
-    wait_for_port "$port"
-  fi
-  as_postgres psql -q -p "$port" -v ON_ERROR_STOP=1 -v user="$CATALOGUE_DB_USER" -v password="$CATALOGUE_DB_PASSWORD" <<'SQL'
-SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'user', :'password')
-WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
-SQL
-}
-
-ensure_replica_cluster replica-1 5433
-ensure_replica_cluster replica-2 5434
+ensure_cluster replica-1 5433
+ensure_cluster replica-2 5434
 
 log "creating database products (owner $CATALOGUE_DB_USER) and RabbitMQ vhost $CATALOGUE_AMQP_VHOST"
 for port in 5432 5433 5434; do

@@ -37,6 +37,16 @@ pub struct Args {
     /// Concurrency of the read runs.
     #[arg(long, default_value_t = 64)]
     pub read_concurrency: usize,
+    /// Also measure the scaling table, first: read-api's queries with 10k and 1M products
+    /// (`make bench-scaling`, which also writes at concurrency 1 to 256).
+    #[arg(long)]
+    pub scaling: bool,
+    /// Concurrency levels of the scaling table's lookups by id (its other queries run at 16).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub scaling_concurrency: Vec<usize>,
+    /// Seconds each scaling-table run is measured [default: 10, quick 2].
+    #[arg(long)]
+    pub scaling_duration: Option<u64>,
     /// Seconds of writes at half rate for the lag figure [default: 30, quick: 5].
     #[arg(long)]
     pub lag_duration: Option<u64>,
@@ -68,7 +78,7 @@ pub struct Args {
         long,
         env = "DATABASE_URL",
         hide_env_values = true,
-        default_value = "postgres://catalogue:catalogue@127.0.0.1:5432/bench"
+        default_value = "postgres://catalogue:catalogue@127.0.0.1:5435/bench"
     )]
     pub primary_url: String,
     /// The first replica (read directly for lag and the read baseline).
@@ -116,13 +126,19 @@ pub struct Args {
     )]
     pub strategies: Vec<String>,
 
-    /// Logical-replication baseline: subscriber databases (superuser there before
-    /// PostgreSQL 16) [default: the two replicas].
-    #[arg(long, value_delimiter = ',')]
+    /// Logical-replication baselines: subscriber databases, one per replica cluster, where
+    /// the login may create subscriptions (superuser before PostgreSQL 16) [default: the
+    /// two replicas].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "BENCH_LR_SUBSCRIBER_URLS",
+        hide_env_values = true
+    )]
     pub lr_subscriber_url: Vec<String>,
-    /// Logical-replication baseline: how subscribers reach the primary [default: the
-    /// primary URL].
-    #[arg(long)]
+    /// Logical-replication baselines: how subscribers reach the primary, a login with the
+    /// REPLICATION attribute [default: the primary URL].
+    #[arg(long, env = "BENCH_LR_PUBLISHER_CONNINFO", hide_env_values = true)]
     pub lr_publisher_conninfo: Option<String>,
 
     /// pgpool-II in load-balancing mode over the two replicas (bench.sh starts one): the
@@ -152,6 +168,10 @@ impl Args {
         Duration::from_secs(self.pick(self.warmup, 3, 1))
     }
 
+    pub fn scaling_duration(&self) -> Duration {
+        Duration::from_secs(self.pick(self.scaling_duration, 10, 2))
+    }
+
     pub fn lag_duration(&self) -> Duration {
         Duration::from_secs(self.pick(self.lag_duration, 30, 5))
     }
@@ -166,6 +186,22 @@ impl Args {
 
     pub fn replica_urls(&self) -> Vec<String> {
         vec![self.replica_1_url.clone(), self.replica_2_url.clone()]
+    }
+
+    /// Where the logical-replication baselines run.
+    pub fn logical_endpoints(&self) -> crate::logical::Endpoints {
+        crate::logical::Endpoints {
+            primary_url: self.primary_url.clone(),
+            publisher_conninfo: self
+                .lr_publisher_conninfo
+                .clone()
+                .unwrap_or_else(|| self.primary_url.clone()),
+            subscriber_urls: if self.lr_subscriber_url.is_empty() {
+                self.replica_urls()
+            } else {
+                self.lr_subscriber_url.clone()
+            },
+        }
     }
 
     /// The highest write concurrency: the one the targets judge.

@@ -50,23 +50,48 @@ struct State {
     untracked: u64,
 }
 
+/// The table whose rows the pollers look for.
+#[derive(Debug, Clone, Copy)]
+pub enum Probed {
+    /// `products`, which the replicator fills.
+    Products,
+    /// The logical-replication baseline's table, which PostgreSQL's subscriptions fill.
+    LogicalBaseline,
+}
+
+impl Probed {
+    async fn existing(
+        self,
+        conn: &mut AsyncPgConnection,
+        ids: &[Uuid],
+    ) -> anyhow::Result<Vec<Uuid>> {
+        match self {
+            Probed::Products => Ok(storage::replica::existing_ids(conn, ids).await?),
+            Probed::LogicalBaseline => Ok(crate::logical::existing_ids(conn, ids).await?),
+        }
+    }
+}
+
 /// Tracks writes until every replica shows them.
 pub struct LagTracker {
     state: Mutex<State>,
+    probed: Probed,
     replicas: usize,
     timeout: Duration,
     stop: AtomicBool,
 }
 
 impl LagTracker {
-    /// Starts one poller per replica URL.
+    /// Starts one poller per replica URL, looking in `probed`.
     pub async fn start(
         replica_urls: &[String],
+        probed: Probed,
         poll: Duration,
         timeout: Duration,
     ) -> anyhow::Result<(Arc<Self>, LagPollers)> {
         let tracker = Arc::new(Self {
             state: Mutex::new(State::default()),
+            probed,
             replicas: replica_urls.len(),
             timeout,
             stop: AtomicBool::new(false),
@@ -133,9 +158,7 @@ impl LagTracker {
                 // A failed query or connection is retried with a new connection: the
                 // writes stay pending meanwhile (and time out if it lasts).
                 let found = match conn.as_mut() {
-                    Some(c) => storage::replica::existing_ids(c, &wanted)
-                        .await
-                        .map_err(anyhow::Error::from),
+                    Some(c) => self.probed.existing(c, &wanted).await,
                     None => Err(anyhow::anyhow!("not connected")),
                 };
                 let found = match found {

@@ -14,6 +14,7 @@ mod markdown;
 mod phases;
 mod reads;
 mod report;
+mod scaling;
 mod services;
 mod strategies;
 mod writes;
@@ -27,7 +28,7 @@ use clap::Parser;
 
 use crate::catchup::Databases;
 use crate::cli::{Args, Phase};
-use crate::phases::{Context, ReadPairs};
+use crate::phases::{Context, ReadPairs, WriteFigures};
 use crate::report::{Figure, Meta, Pair, Report, Settings};
 use crate::services::{MemoryWatch, PidFiles};
 
@@ -124,10 +125,26 @@ async fn main() -> anyhow::Result<()> {
         args,
     };
 
-    let (writes, lag_full_load) = if ctx.args.runs(Phase::Writes) {
+    let scaling = if ctx.args.scaling {
+        Figure::from_result(phases::scaling(&ctx).await)
+    } else {
+        Figure::Unavailable {
+            reason: "not asked for (--scaling, make bench-scaling)".into(),
+        }
+    };
+
+    let WriteFigures {
+        pairs: writes,
+        lags: lag_full_load,
+        logical: writes_logical,
+    } = if ctx.args.runs(Phase::Writes) {
         phases::writes(&mut ctx).await?
     } else {
-        (BTreeMap::new(), BTreeMap::new())
+        WriteFigures {
+            pairs: BTreeMap::new(),
+            lags: BTreeMap::new(),
+            logical: skipped(),
+        }
     };
 
     let lag_half_load = if ctx.args.runs(Phase::Lag) {
@@ -206,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
             },
         },
         writes,
+        writes_logical,
         lag_full_load,
         lag_half_load,
         catchup,
@@ -214,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         read_by_id_pgpool: reads.by_id_pgpool,
         read_list: reads.list,
         strategies,
+        scaling,
         memory,
         targets: Vec::new(),
         notes: notes(args),

@@ -102,6 +102,35 @@ pub fn render(report: &Report) -> String {
         );
     }
 
+    match &report.writes_logical {
+        Figure::Measured(l) => {
+            let _ = writeln!(
+                md,
+                "\nBaseline, PostgreSQL logical replication of the same inserts (one product row \
+                 per transaction, no outbox) to both replica clusters at concurrency {}: \
+                 **{:.0} req/s** (p50 {:.2} ms, p99 {:.2} ms, {} errors); replica-visible lag \
+                 p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} tracked, {}).",
+                l.write.concurrency,
+                l.write.rps,
+                l.write.latency.p50_ms,
+                l.write.latency.p99_ms,
+                errors(&l.write),
+                l.lag.overall.p50_ms,
+                l.lag.overall.p99_ms,
+                l.lag.overall.max_ms,
+                l.lag.tracked,
+                l.lag.verdict
+            );
+        }
+        Figure::Unavailable { reason } => {
+            let _ = writeln!(
+                md,
+                "\nBaseline (PostgreSQL logical replication of the same inserts): unavailable: \
+                 {reason}"
+            );
+        }
+    }
+
     md.push_str("\n## 2. Replication lag: from a write's 201 until every replica has it\n\n");
     match &report.lag_half_load {
         Figure::Measured(h) => {
@@ -255,9 +284,10 @@ pub fn render(report: &Report) -> String {
     }
 
     render_strategies(&mut md, &report.strategies);
+    render_scaling(&mut md, &report.scaling);
 
     md.push_str(
-        "\n## 6. Memory (RSS, MiB)\n\n\
+        "\n## 7. Memory (RSS, MiB)\n\n\
          | Service | idle at start | max sampled under load | peak (VmHWM) | idle at end |\n\
          |---|---|---|---|---|\n",
     );
@@ -316,6 +346,42 @@ fn render_strategies(md: &mut String, strategies: &Figure<Vec<crate::strategies:
             run.reads.latency.p99_ms,
             errors(&run.reads),
             run.slow_share * 100.0
+        );
+    }
+}
+
+fn render_scaling(md: &mut String, scaling: &Figure<Vec<crate::scaling::ScalingRun>>) {
+    md.push_str("\n## 6. Scaling: read-api's queries as data and load grow\n\n");
+    let runs = match scaling {
+        Figure::Measured(runs) => runs,
+        Figure::Unavailable { reason } => {
+            let _ = writeln!(md, "Unavailable: {reason}");
+            return;
+        }
+    };
+    md.push_str(
+        "Products seeded identically on the primary and both replicas; every query through \
+         read-api (`limit=100`): by id, the first page, each filter alone (a five-character \
+         name substring that one row or a few match, a 0.50 price range, `inStock=false`, one \
+         row in a thousand), and a page in the middle of the table by its cursor.\n\n\
+         | Rows | Query | Concurrency | req/s | p50 ms | p99 ms | errors | served by |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let sources: Vec<String> = run.reads.get().map_or_else(Vec::new, |t| {
+            t.served_by
+                .iter()
+                .map(|(source, n)| format!("{source} {n}"))
+                .collect()
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            run.rows,
+            run.query,
+            run.concurrency,
+            throughput_cells(&run.reads),
+            sources.join(", ")
         );
     }
 }

@@ -10,11 +10,12 @@ use uuid::Uuid;
 
 use crate::catchup::{self, CatchupPlan, Databases};
 use crate::cli::Args;
-use crate::lag::{self, LagTracker};
+use crate::lag::{self, LagTracker, Probed};
 use crate::load::{self, LoadSpec, Throughput};
 use crate::logical;
 use crate::reads::{self, Replicas, ServedBy};
 use crate::report::{Figure, HalfLoadLag, Pair};
+use crate::scaling;
 use crate::services::{MemoryWatch, PidFiles};
 use crate::strategies;
 use crate::writes::{self, Sequence};
@@ -82,11 +83,35 @@ pub async fn ready(client: &reqwest::Client, base_url: &str, name: &str) -> anyh
     Ok(())
 }
 
+/// 0. The scaling table, when asked for: first, on the empty table.
+pub async fn scaling(ctx: &Context) -> anyhow::Result<Vec<scaling::ScalingRun>> {
+    ready(&ctx.client, &ctx.args.read_url, "read-api").await?;
+    scaling::measure(&scaling::ScalingPlan {
+        primary_url: &ctx.dbs.primary,
+        replica_urls: &ctx.dbs.replicas,
+        read_url: &ctx.args.read_url,
+        client: ctx.client.clone(),
+        concurrencies: ctx.args.scaling_concurrency.clone(),
+        warmup: ctx.args.warmup().min(Duration::from_secs(1)),
+        duration: ctx.args.scaling_duration(),
+    })
+    .await
+}
+
+/// The write phase's figures.
+pub struct WriteFigures {
+    /// Per concurrency: write-api vs the same transaction straight to the primary.
+    pub pairs: BTreeMap<usize, Pair>,
+    /// write-api's lag at full load, per concurrency.
+    pub lags: BTreeMap<usize, Figure<lag::Trend>>,
+    /// PostgreSQL's logical replication of the same inserts, at the top concurrency.
+    pub logical: Figure<logical::LogicalWrites>,
+}
+
 /// 1. Writes at each concurrency: the direct-SQL baseline, then write-api with its lag at
-///    full load.
-pub async fn writes(
-    ctx: &mut Context,
-) -> anyhow::Result<(BTreeMap<usize, Pair>, BTreeMap<usize, Figure<lag::Trend>>)> {
+///    full load; then, at the top concurrency, the same inserts through PostgreSQL's logical
+///    replication.
+pub async fn writes(ctx: &mut Context) -> anyhow::Result<WriteFigures> {
     writes::create_direct_tables(&ctx.dbs.primary).await?;
     let mut pairs = BTreeMap::new();
     let mut lags = BTreeMap::new();
@@ -107,8 +132,13 @@ pub async fn writes(
         tracing::info!(concurrency, "writes: write-api");
         let mut trend = None;
         let api = async {
-            let (tracker, pollers) =
-                LagTracker::start(&ctx.dbs.replicas, ctx.lag_poll(), LAG_TIMEOUT).await?;
+            let (tracker, pollers) = LagTracker::start(
+                &ctx.dbs.replicas,
+                Probed::Products,
+                ctx.lag_poll(),
+                LAG_TIMEOUT,
+            )
+            .await?;
             let op = writes::api_create(
                 ctx.client.clone(),
                 &ctx.args.write_url,
@@ -141,7 +171,36 @@ pub async fn writes(
     if let Err(error) = writes::drop_direct_tables(&ctx.dbs.primary).await {
         tracing::warn!(%error, "dropping the baseline tables");
     }
-    Ok((pairs, lags))
+    tracing::info!("writes: PostgreSQL logical replication baseline");
+    ctx.memory.set_under_load(true);
+    let logical = Figure::from_result(logical_writes(ctx).await);
+    ctx.memory.set_under_load(false);
+    Ok(WriteFigures {
+        pairs,
+        lags,
+        logical,
+    })
+}
+
+async fn logical_writes(ctx: &Context) -> anyhow::Result<logical::LogicalWrites> {
+    let endpoints = ctx.args.logical_endpoints();
+    endpoints.check().await?;
+    let concurrency = ctx.args.top_write_concurrency();
+    let mut spec = ctx.spec(concurrency);
+    spec.keep_ids = 0;
+    let plan = logical::WritePlan {
+        spec,
+        pool: pool(
+            &endpoints.primary_url,
+            "bench logical writes",
+            concurrency,
+            false,
+        )?,
+        poll: ctx.lag_poll(),
+        lag_timeout: LAG_TIMEOUT,
+        track_every: ctx.args.lag_sample_every,
+    };
+    logical::measure_writes(&endpoints, plan).await
 }
 
 /// 2. Lag at a steady half of the measured write rate.
@@ -150,8 +209,13 @@ pub async fn half_load_lag(ctx: &mut Context, rate: f64) -> anyhow::Result<HalfL
     spec.duration = ctx.args.lag_duration();
     spec.rate = Some(rate);
     tracing::info!(rate, "lag at half load");
-    let (tracker, pollers) =
-        LagTracker::start(&ctx.dbs.replicas, ctx.lag_poll(), LAG_TIMEOUT).await?;
+    let (tracker, pollers) = LagTracker::start(
+        &ctx.dbs.replicas,
+        Probed::Products,
+        ctx.lag_poll(),
+        LAG_TIMEOUT,
+    )
+    .await?;
     let op = writes::api_create(
         ctx.client.clone(),
         &ctx.args.write_url,
@@ -318,7 +382,9 @@ async fn sample_ids(url: &str) -> anyhow::Result<Vec<Uuid>> {
 }
 
 /// 3. Catch-up, then its baseline through PostgreSQL's logical replication.
-pub async fn catchup(ctx: &mut Context) -> (Figure<catchup::Catchup>, Figure<logical::Logical>) {
+pub async fn catchup(
+    ctx: &mut Context,
+) -> (Figure<catchup::Catchup>, Figure<logical::LogicalCatchup>) {
     let log = ctx.args.replicator_log.clone().unwrap_or_else(|| {
         ctx.args
             .pid_dir
@@ -348,28 +414,14 @@ pub async fn catchup(ctx: &mut Context) -> (Figure<catchup::Catchup>, Figure<log
     (Figure::from_result(measured), Figure::from_result(baseline))
 }
 
-async fn logical_baseline(ctx: &Context, ids: Vec<Uuid>) -> anyhow::Result<logical::Logical> {
-    let level = logical::wal_level(&ctx.dbs.primary)
-        .await
-        .context("reading wal_level on the primary")?;
-    if level != "logical" {
-        bail!(
-            "the primary runs with wal_level = {level}; PostgreSQL's logical replication needs \
-             'logical', and this tool does not change server settings"
-        );
-    }
-    let subscribers = if ctx.args.lr_subscriber_url.is_empty() {
-        ctx.dbs.replicas.clone()
-    } else {
-        ctx.args.lr_subscriber_url.clone()
-    };
-    let conninfo = ctx
-        .args
-        .lr_publisher_conninfo
-        .clone()
-        .unwrap_or_else(|| ctx.dbs.primary.clone());
+async fn logical_baseline(
+    ctx: &Context,
+    ids: Vec<Uuid>,
+) -> anyhow::Result<logical::LogicalCatchup> {
+    let endpoints = ctx.args.logical_endpoints();
+    endpoints.check().await?;
     let timeout = Duration::from_secs(120 + ids.len() as u64 / 500);
-    logical::measure(&ctx.dbs.primary, &conninfo, &subscribers, ids, timeout).await
+    logical::measure_catchup(&endpoints, ids, timeout).await
 }
 
 /// The write-api rate the half-load lag run halves: the highest concurrency's.

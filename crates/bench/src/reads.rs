@@ -96,6 +96,23 @@ pub fn api_list(
     }
 }
 
+/// `GET` of a URL picked at random from `urls`, expecting 200.
+pub fn api_any(
+    client: reqwest::Client,
+    urls: Arc<Vec<String>>,
+    served_by: ServedBy,
+) -> impl Fn() -> Op + Send + Sync + 'static {
+    move || {
+        let client = client.clone();
+        let url = (!urls.is_empty()).then(|| urls[rand::rng().random_range(0..urls.len())].clone());
+        let served_by = served_by.clone();
+        Box::pin(async move {
+            let url = url.ok_or("no URLs to read")?;
+            fetch(&client, &url, &served_by).await
+        })
+    }
+}
+
 async fn fetch(client: &reqwest::Client, url: &str, served_by: &ServedBy) -> OpResult {
     let response = client
         .get(url)

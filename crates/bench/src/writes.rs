@@ -91,7 +91,8 @@ pub async fn drop_direct_tables(primary_url: &str) -> anyhow::Result<()> {
 pub struct Sequence(Arc<AtomicU64>);
 
 impl Sequence {
-    fn next(&self) -> (String, i64, i32) {
+    /// The next product's name, price in cents and stock.
+    pub fn next(&self) -> (String, i64, i32) {
         let n = self.0.fetch_add(1, Ordering::Relaxed);
         let price_cents = i64::try_from(100 + (n * 7919) % 1_000_000).unwrap_or(100);
         let stock = i32::try_from(n % 1000).unwrap_or(0);
