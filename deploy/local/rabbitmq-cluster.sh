@@ -27,11 +27,10 @@ amqp_port() { echo $((5680 + $1)); }
 dist_port() { echo $((25680 + $1)); }
 pid_file() { echo "$STATE/node$1/pid"; }
 
-# Erlang's schedulers spin while they wait for work. On a machine whose cores are busy (the
-# fault suite runs stacks under load beside the cluster) the spinning competes with the work:
-# measured on 2 cores with 6 busy processes, one `rabbitmqctl cluster_status` took 17-32 s
-# with spinning and 2-3 s (once 12) without, and `up` took 399 s instead of 24. Nodes and CLI
-# both go without it.
+# Erlang's schedulers spin while they wait for work, which on busy cores (the fault suite runs
+# loaded stacks beside the cluster) competes with the work: `up` took 399 s instead of 74 with
+# it (docs/dependencies.md#erlangs-scheduler-busy-wait-on-busy-cores). Nodes and CLI go
+# without it.
 NO_BUSY_WAIT="+sbwt none +sbwtdcpu none +sbwtdio none"
 
 # The cluster's own HOME: its cookie, different from the machine's node's, keeps the two
