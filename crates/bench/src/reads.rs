@@ -214,3 +214,36 @@ pub fn direct_list(replicas: Replicas) -> impl Fn() -> Op + Send + Sync {
         })
     }
 }
+
+#[derive(serde::Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+#[derive(serde::Deserialize)]
+struct Status {
+    replicas: Vec<SourceStatus>,
+}
+
+#[derive(serde::Deserialize)]
+struct SourceStatus {
+    healthy: bool,
+}
+
+/// Waits until read-api (at `read_url`) has every replica in rotation, up to a minute: a run
+/// that should measure the replicas must not measure the primary standing in for them, or
+/// one replica alone.
+pub async fn replicas_in_rotation(client: &reqwest::Client, read_url: &str) -> anyhow::Result<()> {
+    let url = format!("{}/api/replicas", read_url.trim_end_matches('/'));
+    let started = std::time::Instant::now();
+    loop {
+        let status: Envelope<Status> = client.get(&url).send().await?.json().await?;
+        if status.data.replicas.iter().all(|r| r.healthy) {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("read-api does not have every replica in rotation after 60 s ({url})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

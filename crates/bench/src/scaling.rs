@@ -96,7 +96,10 @@ async fn run(plan: &ScalingPlan<'_>) -> anyhow::Result<Vec<ScalingRun>> {
         tracing::info!(rows, "scaling: seeding the primary and both replicas");
         seed(plan, seeded + 1, rows).await?;
         seeded = rows;
-        replicas_in_rotation(plan).await?;
+        // read-api's next health checks must see the seed as copied, or the runs would
+        // measure the primary standing in for the replicas.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        reads::replicas_in_rotation(&plan.client, plan.read_url).await?;
         let queries = queries(plan, rows).await?;
         for (query, urls) in &queries {
             for &concurrency in &plan.concurrencies {
@@ -238,40 +241,6 @@ async fn queries(
             Arc::new(vec![format!("{base}?limit=100&cursor={deep}")]),
         ),
     ])
-}
-
-#[derive(serde::Deserialize)]
-struct Envelope<T> {
-    data: T,
-}
-
-#[derive(serde::Deserialize)]
-struct Status {
-    replicas: Vec<SourceStatus>,
-}
-
-#[derive(serde::Deserialize)]
-struct SourceStatus {
-    healthy: bool,
-}
-
-/// Waits until read-api's health checks have every replica in rotation again after a seed,
-/// so that the runs measure the replicas, not the primary standing in for them.
-async fn replicas_in_rotation(plan: &ScalingPlan<'_>) -> anyhow::Result<()> {
-    let url = format!("{}/api/replicas", plan.read_url.trim_end_matches('/'));
-    // First a health check that ran after the seed (read-api checks every second by default).
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let started = std::time::Instant::now();
-    loop {
-        let status: Envelope<Status> = plan.client.get(&url).send().await?.json().await?;
-        if status.data.replicas.iter().all(|r| r.healthy) {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("read-api does not have every replica in rotation 60 s after seeding ({url})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[derive(serde::Deserialize)]

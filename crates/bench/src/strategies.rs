@@ -65,6 +65,8 @@ async fn run(plan: &Plan<'_>, strategy: &str, slow: Duration) -> anyhow::Result<
     let base = format!("http://127.0.0.1:{port}");
     let outcome = async {
         wait_ready(&plan.client, &base, &mut child).await?;
+        // The slowed replica must be in rotation, alive but slow: that is what is compared.
+        reads::replicas_in_rotation(&plan.client, &base).await?;
         tracing::info!(
             strategy,
             slowed_ms = slow.as_millis(),
@@ -131,6 +133,11 @@ fn start_read_api(
         .env("STRATEGY", strategy)
         .env("REPLICA_URLS", replicas)
         .env("FALLBACK_TO_PRIMARY", "false")
+        // A health check is several round trips (connect, scram, queries), each held back by
+        // the slowed replica's delay: with the default 500 ms bound it never passed there
+        // (2026-12-06T021753Z, scram on the replica clusters), and the comparison measured
+        // one replica alone.
+        .env("HEALTH_CHECK_TIMEOUT_MS", "3000")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
