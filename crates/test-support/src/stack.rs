@@ -344,20 +344,39 @@ impl Stack {
         self.replicators.push(replicator);
     }
 
-    /// Waits until every replica has the schema (the replicator migrates a replica on first
-    /// contact, off its start-up path).
+    /// Waits until every replica has every migration of the workspace (the replicator
+    /// migrates a replica on first contact, off its start-up path, one migration per
+    /// transaction: the first tables appear before the last migration is in).
     pub async fn wait_replicas_migrated(&self) {
+        use diesel::sql_types::BigInt;
         use diesel_async::RunQueryDsl;
+
+        #[derive(diesel::QueryableByName)]
+        struct Applied {
+            #[diesel(sql_type = BigInt)]
+            count: i64,
+        }
+
+        let migrations = std::fs::read_dir(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations"),
+        )
+        .expect("the workspace's migrations directory")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("up.sql").is_file())
+        .count();
         for replica in &self.replicas {
             crate::eventually(
                 CONVERGE,
                 "the replicator to migrate a replica",
                 async || {
                     let mut conn = replica.connect().await;
-                    diesel::sql_query("SELECT 1 FROM replication_status")
-                        .execute(&mut conn)
-                        .await
-                        .ok()
+                    let applied: Applied = diesel::sql_query(
+                        "SELECT count(*) AS count FROM __diesel_schema_migrations",
+                    )
+                    .get_result(&mut conn)
+                    .await
+                    .ok()?;
+                    (usize::try_from(applied.count).ok()? == migrations).then_some(())
                 },
             )
             .await;

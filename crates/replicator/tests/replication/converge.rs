@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use test_support::stack::{Stack, StackOptions};
+
 use crate::{stack, writes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +70,22 @@ async fn sigterm_finishes_the_batch_and_exits_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_id_follows_a_write_to_every_replica() {
-    let stack = stack(2, &[], 1).await;
+    // Tracing is under test here, not the timeouts: on a loaded machine a 1 s connect or the
+    // 1 s live budget can miss a replica, which catch-up then brings the change without the
+    // request's id.
+    let stack = Stack::start(StackOptions {
+        replicas: 2,
+        replicators: 1,
+        extra_env: vec![
+            ("DB_CONNECT_TIMEOUT_MS", "10000".into()),
+            ("APPLY_TIMEOUT_MS", "20000".into()),
+            ("LIVE_APPLY_BUDGET_MS", "20000".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    // Likewise a replica still being migrated when the write lands.
+    stack.wait_replicas_migrated().await;
     let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
     let response = stack
         .client
@@ -81,18 +98,21 @@ async fn one_request_id_follows_a_write_to_every_replica() {
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["x-request-id"], request_id.as_str());
 
-    test_support::eventually(
-        Duration::from_secs(20),
+    let applied = test_support::eventually(
+        Duration::from_secs(30),
         "the replicator to log the request id",
         async || {
             let log = stack.replicators[0].log();
-            let line = log
-                .lines()
-                .find(|l| l.contains(&request_id) && l.contains("change applied"))?;
-            Some(line.contains("replica-1") && line.contains("replica-2")).filter(|ok| *ok)
+            log.lines()
+                .find(|l| l.contains(&request_id) && l.contains("change applied"))
+                .map(str::to_owned)
         },
     )
     .await;
+    assert!(
+        applied.contains("replica-1") && applied.contains("replica-2"),
+        "the change reached both replicas by the live path: {applied}"
+    );
     assert!(
         stack.write_apis[0]
             .log()
