@@ -32,15 +32,25 @@ pub async fn request_context(
         .filter(|id| is_sane_request_id(id))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().to_string();
-    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    // The route is known once the router has run: asking for it here would match the path
+    // a second time on every request.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        %method,
+        path = %req.path(),
+        route = tracing::field::Empty,
+    );
     let started = Instant::now();
 
     let mut response = next.call(req).instrument(span.clone()).await?;
 
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    span.record("route", route.as_str());
     let status = response.status();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

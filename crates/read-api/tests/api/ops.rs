@@ -31,6 +31,7 @@ async fn healthz_answers_and_metrics_count_reads_per_source_and_outcome() {
     app.answer(&format!("/api/products/{}", uuid::Uuid::now_v7()), &[])
         .await;
     app.answer("/api/products", &[]).await;
+    app.answer("/no/such/route", &[]).await;
     app.answer(
         &format!("/api/products/{}", product.id),
         &[("x-min-version", "5")],
@@ -50,6 +51,8 @@ async fn healthz_answers_and_metrics_count_reads_per_source_and_outcome() {
         format!(r#"replica_in_flight{{replica="{a}"}} 0"#),
         "http_requests_total".to_owned(),
         r#"route="/api/products/{id}""#.to_owned(),
+        r#"route="/api/products""#.to_owned(),
+        r#"route="unmatched",status="404""#.to_owned(),
     ] {
         assert!(
             metrics.contains(&expected),
