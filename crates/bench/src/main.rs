@@ -14,6 +14,7 @@ mod markdown;
 mod phases;
 mod reads;
 mod report;
+mod rows;
 mod scaling;
 mod services;
 mod strategies;
@@ -126,11 +127,9 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let scaling = if ctx.args.scaling {
-        Figure::from_result(phases::scaling(&ctx).await)
+        Some(Figure::from_result(phases::scaling(&ctx).await))
     } else {
-        Figure::Unavailable {
-            reason: "not asked for (--scaling, make bench-scaling)".into(),
-        }
+        None
     };
 
     let WriteFigures {

@@ -284,7 +284,7 @@ pub fn render(report: &Report) -> String {
     }
 
     render_strategies(&mut md, &report.strategies);
-    render_scaling(&mut md, &report.scaling);
+    render_scaling(&mut md, report.scaling.as_ref());
 
     md.push_str(
         "\n## 7. Memory (RSS, MiB)\n\n\
@@ -350,11 +350,15 @@ fn render_strategies(md: &mut String, strategies: &Figure<Vec<crate::strategies:
     }
 }
 
-fn render_scaling(md: &mut String, scaling: &Figure<Vec<crate::scaling::ScalingRun>>) {
+fn render_scaling(md: &mut String, scaling: Option<&Figure<Vec<crate::scaling::ScalingRun>>>) {
     md.push_str("\n## 6. Scaling: read-api's queries as data and load grow\n\n");
     let runs = match scaling {
-        Figure::Measured(runs) => runs,
-        Figure::Unavailable { reason } => {
+        Some(Figure::Measured(runs)) => runs,
+        None => {
+            md.push_str("Not measured in this run (`--scaling`, `make bench-scaling`).\n");
+            return;
+        }
+        Some(Figure::Unavailable { reason }) => {
             let _ = writeln!(md, "Unavailable: {reason}");
             return;
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use diesel::sql_types::{BigInt, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use rand::Rng;
 use serde::Serialize;
@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::load::{self, LoadSpec, Throughput};
 use crate::reads::{self, ServedBy};
 use crate::report::Figure;
+use crate::rows::Count;
 
 /// Table sizes measured, in order.
 pub const SIZES: [u64; 2] = [10_000, 1_000_000];
@@ -53,12 +54,6 @@ pub struct ScalingPlan<'a> {
     pub concurrencies: Vec<usize>,
     pub warmup: Duration,
     pub duration: Duration,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 #[derive(diesel::QueryableByName)]

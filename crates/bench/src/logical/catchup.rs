@@ -104,8 +104,9 @@ async fn run(
 mod tests {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-    use super::super::{Count, wal_level};
+    use super::super::wal_level;
     use super::*;
+    use crate::rows::{Count, Id};
 
     /// Needs a publisher with `wal_level = logical` and a subscriber (another cluster) where
     /// the login is a superuser, e.g.
@@ -122,11 +123,6 @@ mod tests {
             storage::migrations::run_pending(url, Duration::from_secs(60))
                 .await
                 .unwrap();
-        }
-        #[derive(diesel::QueryableByName)]
-        struct Id {
-            #[diesel(sql_type = diesel::sql_types::Uuid)]
-            id: Uuid,
         }
         let mut conn = AsyncPgConnection::establish(&publisher).await.unwrap();
         let ids: Vec<Id> = diesel::sql_query(

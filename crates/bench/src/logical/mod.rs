@@ -13,8 +13,10 @@ mod catchup;
 mod writes;
 
 use anyhow::{Context, bail};
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+use crate::rows::Count;
 
 pub use catchup::{LogicalCatchup, measure_catchup};
 pub use writes::{LogicalWrites, WritePlan, existing_ids, measure_writes};
@@ -27,12 +29,6 @@ const PUBLICATION: &str = "bench_lr";
 struct Setting {
     #[diesel(sql_type = Text)]
     value: String,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 /// Where the baselines run.

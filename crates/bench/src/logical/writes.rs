@@ -8,29 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use diesel::prelude::*;
+use diesel::QueryResult;
+use diesel::sql_types::{Array, BigInt, Integer, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use storage::DbPool;
 use uuid::Uuid;
 
-use super::{Endpoints, Replication, cleaned_up};
+use super::{Endpoints, Replication, TABLE, cleaned_up};
 use crate::lag::{self, LagTracker, Probed, Trend};
 use crate::load::{self, LoadSpec, Throughput, db_error_kind};
+use crate::rows::Id;
 use crate::writes::Sequence;
-
-diesel::table! {
-    bench_lr_products (id) {
-        id -> Uuid,
-        name -> Text,
-        price_cents -> Int8,
-        stock -> Int4,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-        version -> Int8,
-        deleted_at -> Nullable<Timestamptz>,
-    }
-}
 
 /// How long the subscriptions may take to start streaming.
 const STREAMING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,19 +102,17 @@ async fn insert(
     price_cents: i64,
     stock: i32,
 ) -> QueryResult<usize> {
-    use diesel::dsl::now;
-    diesel::insert_into(bench_lr_products::table)
-        .values((
-            bench_lr_products::id.eq(id),
-            bench_lr_products::name.eq(name),
-            bench_lr_products::price_cents.eq(price_cents),
-            bench_lr_products::stock.eq(stock),
-            bench_lr_products::created_at.eq(now),
-            bench_lr_products::updated_at.eq(now),
-            bench_lr_products::version.eq(1_i64),
-        ))
-        .execute(conn)
-        .await
+    // Raw SQL: the table is made by this tool at run time, shaped like `products`.
+    diesel::sql_query(format!(
+        "INSERT INTO {TABLE} (id, name, price_cents, stock, created_at, updated_at, version) \
+         VALUES ($1, $2, $3, $4, now(), now(), 1)"
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(name)
+    .bind::<BigInt, _>(price_cents)
+    .bind::<Integer, _>(stock)
+    .execute(conn)
+    .await
 }
 
 /// Waits until a first row reaches every subscriber: from then on the subscriptions stream,
@@ -148,9 +135,9 @@ pub async fn existing_ids(
     conn: &mut diesel_async::AsyncPgConnection,
     ids: &[Uuid],
 ) -> QueryResult<Vec<Uuid>> {
-    bench_lr_products::table
-        .select(bench_lr_products::id)
-        .filter(bench_lr_products::id.eq_any(ids))
+    let rows: Vec<Id> = diesel::sql_query(format!("SELECT id FROM {TABLE} WHERE id = ANY($1)"))
+        .bind::<Array<SqlUuid>, _>(ids)
         .load(conn)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(|row| row.id).collect())
 }
