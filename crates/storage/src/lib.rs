@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod migrations;
 pub mod outbox;
 pub mod pool;
+mod prepared;
 pub mod products;
 pub mod replica;
 pub mod replication_status;

@@ -68,21 +68,6 @@ impl OutboxRow {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = outbox)]
-struct NewOutboxRow<'a> {
-    event_id: Uuid,
-    product_id: Uuid,
-    version: i64,
-    name: &'a str,
-    price_cents: i64,
-    stock: i32,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-    request_id: Option<&'a str>,
-}
-
 /// Records the changes that left each product as it is, in one statement (in the order
 /// given, so `seq` follows it). Call it in the transaction that wrote the products, so both
 /// commit or neither does.
@@ -93,25 +78,19 @@ pub async fn enqueue_all(
     if changes.is_empty() {
         return Ok(());
     }
-    let rows: Vec<NewOutboxRow<'_>> = changes
-        .iter()
-        .map(|(product, request_id)| NewOutboxRow {
-            event_id: Uuid::now_v7(),
-            product_id: product.id.as_uuid(),
-            version: product.version.get(),
-            name: product.name.as_str(),
-            price_cents: product.price.cents(),
-            stock: product.stock.units(),
-            created_at: product.created_at,
-            updated_at: product.updated_at,
-            deleted_at: product.deleted_at,
-            request_id: *request_id,
-        })
-        .collect();
-    diesel::insert_into(outbox::table)
-        .values(&rows)
-        .execute(conn)
-        .await?;
+    let query = crate::prepared::InsertOutbox {
+        event_ids: changes.iter().map(|_| Uuid::now_v7()).collect(),
+        product_ids: changes.iter().map(|(p, _)| p.id.as_uuid()).collect(),
+        versions: changes.iter().map(|(p, _)| p.version.get()).collect(),
+        names: changes.iter().map(|(p, _)| p.name.as_str()).collect(),
+        price_cents: changes.iter().map(|(p, _)| p.price.cents()).collect(),
+        stock: changes.iter().map(|(p, _)| p.stock.units()).collect(),
+        created_at: changes.iter().map(|(p, _)| p.created_at).collect(),
+        updated_at: changes.iter().map(|(p, _)| p.updated_at).collect(),
+        deleted_at: changes.iter().map(|(p, _)| p.deleted_at).collect(),
+        request_ids: changes.iter().map(|(_, request_id)| *request_id).collect(),
+    };
+    query.execute(conn).await?;
     Ok(())
 }
 

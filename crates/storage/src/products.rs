@@ -103,26 +103,10 @@ pub async fn lock_group(
     conn: &mut AsyncPgConnection,
     ids: &[ProductId],
 ) -> Result<(DateTime<Utc>, Vec<Product>), StorageError> {
-    use diesel::sql_types::{Array, Int8, Timestamptz};
-
-    #[derive(QueryableByName)]
-    struct Locked {
-        #[diesel(sql_type = Timestamptz)]
-        now: DateTime<Utc>,
-    }
-
     let mut keys: Vec<i64> = ids.iter().map(|id| lock_key(*id)).collect();
     keys.sort_unstable();
     keys.dedup();
-    // The aggregate makes every lock taken (in the array's order) before the one row of the
-    // answer: a `LIMIT` or a plain select list could stop early.
-    let locked: Locked = diesel::sql_query(
-        "SELECT now() AS now FROM \
-         (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k) AS locked",
-    )
-    .bind::<Array<Int8>, _>(keys)
-    .get_result(conn)
-    .await?;
+    let now: DateTime<Utc> = crate::prepared::LockKeys { keys }.get_result(conn).await?;
     let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
     let rows: Vec<ProductRow> = products::table
         .filter(products::id.eq_any(uuids))
@@ -133,7 +117,7 @@ pub async fn lock_group(
         .into_iter()
         .map(ProductRow::into_product)
         .collect::<Result<_, _>>()?;
-    Ok((locked.now, products))
+    Ok((now, products))
 }
 
 /// A product id's advisory lock key: its 128 bits folded to 64 (collisions only make two

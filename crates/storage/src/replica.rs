@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -47,25 +47,17 @@ pub async fn apply(
     let mut rows: Vec<&ProductRow> = rows.iter().collect();
     rows.sort_unstable_by_key(|row| row.id);
     // Arrays bound once and unnested: 8 parameters for any batch size, far below the
-    // protocol's 65,535-parameter limit, and one plan.
-    let query = diesel::sql_query(
-        "INSERT INTO products (id, name, price_cents, stock, created_at, updated_at, version, deleted_at) \
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::int[], \
-                              $5::timestamptz[], $6::timestamptz[], $7::bigint[], $8::timestamptz[]) \
-         ON CONFLICT (id) DO UPDATE SET \
-             name = EXCLUDED.name, price_cents = EXCLUDED.price_cents, stock = EXCLUDED.stock, \
-             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
-             version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at \
-         WHERE products.version < EXCLUDED.version",
-    )
-    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(rows.iter().map(|r| r.price_cents).collect::<Vec<_>>())
-    .bind::<Array<Int4>, _>(rows.iter().map(|r| r.stock).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Timestamptz>>, _>(rows.iter().map(|r| r.deleted_at).collect::<Vec<_>>());
+    // protocol's 65,535-parameter limit, and one statement prepared per connection.
+    let query = crate::prepared::UpsertProducts {
+        ids: rows.iter().map(|r| r.id).collect(),
+        names: rows.iter().map(|r| r.name.as_str()).collect(),
+        price_cents: rows.iter().map(|r| r.price_cents).collect(),
+        stock: rows.iter().map(|r| r.stock).collect(),
+        created_at: rows.iter().map(|r| r.created_at).collect(),
+        updated_at: rows.iter().map(|r| r.updated_at).collect(),
+        versions: rows.iter().map(|r| r.version).collect(),
+        deleted_at: rows.iter().map(|r| r.deleted_at).collect(),
+    };
     Ok(query.execute(conn).await?)
 }
 

@@ -6,6 +6,7 @@ mod errors;
 mod failover;
 mod migrations;
 mod outbox;
+mod prepared;
 mod products;
 mod replica_apply;
 
