@@ -78,16 +78,14 @@ pub async fn enqueue_all(
     if changes.is_empty() {
         return Ok(());
     }
+    let rows: Vec<ProductRow> = changes
+        .iter()
+        .map(|(product, _)| (*product).into())
+        .collect();
+    let rows: Vec<&ProductRow> = rows.iter().collect();
     let query = crate::prepared::InsertOutbox {
         event_ids: changes.iter().map(|_| Uuid::now_v7()).collect(),
-        product_ids: changes.iter().map(|(p, _)| p.id.as_uuid()).collect(),
-        versions: changes.iter().map(|(p, _)| p.version.get()).collect(),
-        names: changes.iter().map(|(p, _)| p.name.as_str()).collect(),
-        price_cents: changes.iter().map(|(p, _)| p.price.cents()).collect(),
-        stock: changes.iter().map(|(p, _)| p.stock.units()).collect(),
-        created_at: changes.iter().map(|(p, _)| p.created_at).collect(),
-        updated_at: changes.iter().map(|(p, _)| p.updated_at).collect(),
-        deleted_at: changes.iter().map(|(p, _)| p.deleted_at).collect(),
+        products: crate::prepared::ProductArrays::new(&rows),
         request_ids: changes.iter().map(|(_, request_id)| *request_id).collect(),
     };
     query.execute(conn).await?;

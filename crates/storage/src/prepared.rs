@@ -14,32 +14,41 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-/// The version-guarded upsert of [`crate::replica::apply`]: one row per id, arrays unnested.
-pub struct UpsertProducts<'a> {
-    pub ids: Vec<Uuid>,
-    pub names: Vec<&'a str>,
-    pub price_cents: Vec<i64>,
-    pub stock: Vec<i32>,
-    pub created_at: Vec<DateTime<Utc>>,
-    pub updated_at: Vec<DateTime<Utc>>,
-    pub versions: Vec<i64>,
-    pub deleted_at: Vec<Option<DateTime<Utc>>>,
+use crate::products::ProductRow;
+
+/// Product rows as one array per column, bound in the order of [`PRODUCT_COLUMNS`]: the
+/// statements below unnest them, one row per index.
+pub struct ProductArrays<'a> {
+    ids: Vec<Uuid>,
+    names: Vec<&'a str>,
+    price_cents: Vec<i64>,
+    stock: Vec<i32>,
+    created_at: Vec<DateTime<Utc>>,
+    updated_at: Vec<DateTime<Utc>>,
+    versions: Vec<i64>,
+    deleted_at: Vec<Option<DateTime<Utc>>>,
 }
 
-/// Names the statement for diesel's cache: one type, one text.
-pub struct UpsertProductsStatement;
+/// The `products` columns, in the order [`ProductArrays`] binds them.
+const PRODUCT_COLUMNS: &str =
+    "id, name, price_cents, stock, created_at, updated_at, version, deleted_at";
 
-impl QueryId for UpsertProducts<'_> {
-    type QueryId = UpsertProductsStatement;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
+impl<'a> ProductArrays<'a> {
+    pub fn new(rows: &[&'a ProductRow]) -> Self {
+        Self {
+            ids: rows.iter().map(|r| r.id).collect(),
+            names: rows.iter().map(|r| r.name.as_str()).collect(),
+            price_cents: rows.iter().map(|r| r.price_cents).collect(),
+            stock: rows.iter().map(|r| r.stock).collect(),
+            created_at: rows.iter().map(|r| r.created_at).collect(),
+            updated_at: rows.iter().map(|r| r.updated_at).collect(),
+            versions: rows.iter().map(|r| r.version).collect(),
+            deleted_at: rows.iter().map(|r| r.deleted_at).collect(),
+        }
+    }
 
-impl QueryFragment<Pg> for UpsertProducts<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "INSERT INTO products (id, name, price_cents, stock, created_at, updated_at, version, deleted_at) \
-             SELECT * FROM UNNEST(",
-        );
+    /// `$n::uuid[], …, $m::timestamptz[]`: one typed array parameter per column.
+    fn push_binds<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
         out.push_sql("::uuid[], ");
         out.push_bind_param::<Array<Text>, _>(&self.names)?;
@@ -55,9 +64,30 @@ impl QueryFragment<Pg> for UpsertProducts<'_> {
         out.push_bind_param::<Array<Int8>, _>(&self.versions)?;
         out.push_sql("::bigint[], ");
         out.push_bind_param::<Array<Nullable<Timestamptz>>, _>(&self.deleted_at)?;
+        out.push_sql("::timestamptz[]");
+        Ok(())
+    }
+}
+
+/// The version-guarded upsert of [`crate::replica::apply`]: one row per id.
+pub struct UpsertProducts<'a>(pub ProductArrays<'a>);
+
+/// Names the statement for diesel's cache: one type, one text.
+pub struct UpsertProductsStatement;
+
+impl QueryId for UpsertProducts<'_> {
+    type QueryId = UpsertProductsStatement;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for UpsertProducts<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO products (");
+        out.push_sql(PRODUCT_COLUMNS);
+        out.push_sql(") SELECT * FROM UNNEST(");
+        self.0.push_binds(&mut out)?;
         out.push_sql(
-            "::timestamptz[]) \
-             ON CONFLICT (id) DO UPDATE SET \
+            ") ON CONFLICT (id) DO UPDATE SET \
                  name = EXCLUDED.name, price_cents = EXCLUDED.price_cents, stock = EXCLUDED.stock, \
                  created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
                  version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at \
@@ -95,17 +125,11 @@ impl QueryFragment<Pg> for LockKeys {
 }
 
 /// The outbox rows of one group, in the order given: `seq` (a sequence default) follows the
-/// arrays' order.
+/// arrays' order. Each row is an event id, the product's state after the change, and the
+/// request id.
 pub struct InsertOutbox<'a> {
     pub event_ids: Vec<Uuid>,
-    pub product_ids: Vec<Uuid>,
-    pub versions: Vec<i64>,
-    pub names: Vec<&'a str>,
-    pub price_cents: Vec<i64>,
-    pub stock: Vec<i32>,
-    pub created_at: Vec<DateTime<Utc>>,
-    pub updated_at: Vec<DateTime<Utc>>,
-    pub deleted_at: Vec<Option<DateTime<Utc>>>,
+    pub products: ProductArrays<'a>,
     pub request_ids: Vec<Option<&'a str>>,
 }
 
@@ -119,34 +143,20 @@ impl QueryId for InsertOutbox<'_> {
 impl QueryFragment<Pg> for InsertOutbox<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "INSERT INTO outbox (event_id, product_id, version, name, price_cents, stock, \
-                                 created_at, updated_at, deleted_at, request_id) \
-             SELECT event_id, product_id, version, name, price_cents, stock, \
-                    created_at, updated_at, deleted_at, request_id \
+            "INSERT INTO outbox (event_id, product_id, name, price_cents, stock, \
+                                 created_at, updated_at, version, deleted_at, request_id) \
+             SELECT event_id, product_id, name, price_cents, stock, \
+                    created_at, updated_at, version, deleted_at, request_id \
              FROM UNNEST(",
         );
         out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
         out.push_sql("::uuid[], ");
-        out.push_bind_param::<Array<SqlUuid>, _>(&self.product_ids)?;
-        out.push_sql("::uuid[], ");
-        out.push_bind_param::<Array<Int8>, _>(&self.versions)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.names)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Int8>, _>(&self.price_cents)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Int4>, _>(&self.stock)?;
-        out.push_sql("::int[], ");
-        out.push_bind_param::<Array<Timestamptz>, _>(&self.created_at)?;
-        out.push_sql("::timestamptz[], ");
-        out.push_bind_param::<Array<Timestamptz>, _>(&self.updated_at)?;
-        out.push_sql("::timestamptz[], ");
-        out.push_bind_param::<Array<Nullable<Timestamptz>>, _>(&self.deleted_at)?;
-        out.push_sql("::timestamptz[], ");
+        self.products.push_binds(&mut out)?;
+        out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.request_ids)?;
         out.push_sql(
-            "::text[]) WITH ORDINALITY AS u(event_id, product_id, version, name, price_cents, \
-                 stock, created_at, updated_at, deleted_at, request_id, position) \
+            "::text[]) WITH ORDINALITY AS u(event_id, product_id, name, price_cents, stock, \
+                 created_at, updated_at, version, deleted_at, request_id, position) \
              ORDER BY position",
         );
         Ok(())

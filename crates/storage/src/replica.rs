@@ -48,16 +48,7 @@ pub async fn apply(
     rows.sort_unstable_by_key(|row| row.id);
     // Arrays bound once and unnested: 8 parameters for any batch size, far below the
     // protocol's 65,535-parameter limit, and one statement prepared per connection.
-    let query = crate::prepared::UpsertProducts {
-        ids: rows.iter().map(|r| r.id).collect(),
-        names: rows.iter().map(|r| r.name.as_str()).collect(),
-        price_cents: rows.iter().map(|r| r.price_cents).collect(),
-        stock: rows.iter().map(|r| r.stock).collect(),
-        created_at: rows.iter().map(|r| r.created_at).collect(),
-        updated_at: rows.iter().map(|r| r.updated_at).collect(),
-        versions: rows.iter().map(|r| r.version).collect(),
-        deleted_at: rows.iter().map(|r| r.deleted_at).collect(),
-    };
+    let query = crate::prepared::UpsertProducts(crate::prepared::ProductArrays::new(&rows));
     Ok(query.execute(conn).await?)
 }
 
