@@ -2,8 +2,9 @@
 //! share one `WHERE id = ANY($1)` statement, so a busy read-api makes one round trip for many
 //! reads instead of one each.
 //!
-//! There is no timer. Each source runs at most as many statements at once as its pool has
-//! connections; a lookup that finds a free slot goes at once (an idle service adds no delay),
+//! There is no timer. Each source runs at most `concurrency` statements at once
+//! (`LOOKUP_CONCURRENCY`, a few: a replica spends less per lookup on a few full statements than
+//! on many small ones); a lookup that finds a free slot goes at once (an idle service adds no delay),
 //! and lookups that arrive while every slot is busy wait together and go as one statement when
 //! a slot frees. So batches grow with load by themselves, up to `max_ids`.
 //!
@@ -27,7 +28,7 @@ use crate::reads::Found;
 pub struct LookupSettings {
     /// Most ids in one statement; 1 turns coalescing off.
     pub max_ids: usize,
-    /// Statements at once (the pool's size: more would only wait for a connection).
+    /// Statements at once (at most the pool's size: more would only wait for a connection).
     pub concurrency: usize,
     /// Bound on one statement, connection checkout included.
     pub deadline: Duration,

@@ -45,8 +45,13 @@ pub struct Settings {
     #[serde(with = "millis")]
     pub request_deadline_ms: Duration,
     /// Most lookups by id one statement answers (`WHERE id = ANY`): concurrent lookups on a
-    /// source share a statement when its connections are all busy. 1 turns that off.
+    /// source share a statement when its `lookup_concurrency` statements are all in flight. 1
+    /// turns that off.
     pub lookup_batch_max: usize,
+    /// Lookup statements in flight at once per source (at most `db_pool_size`). Fewer, fuller
+    /// statements cost the replica less per lookup than many small ones; the rest of the pool
+    /// stays free for listings.
+    pub lookup_concurrency: usize,
     #[serde(with = "millis")]
     pub health_check_interval_ms: Duration,
     #[serde(with = "millis")]
@@ -83,6 +88,7 @@ impl Default for Settings {
             read_timeout_ms: Duration::from_secs(1),
             request_deadline_ms: Duration::from_secs(3),
             lookup_batch_max: 64,
+            lookup_concurrency: 4,
             health_check_interval_ms: Duration::from_secs(1),
             health_check_timeout_ms: Duration::from_millis(500),
             max_consecutive_errors: 3,
@@ -129,6 +135,9 @@ impl service_kit::config::Settings for Settings {
         if self.lookup_batch_max == 0 {
             return invalid("lookup_batch_max must be at least 1".into());
         }
+        if self.lookup_concurrency == 0 {
+            return invalid("lookup_concurrency must be at least 1".into());
+        }
         if self.flap_rejoin_checks == 0 {
             return invalid("flap_rejoin_checks must be at least 1".into());
         }
@@ -153,7 +162,8 @@ impl Settings {
     pub fn lookup_settings(&self) -> crate::lookups::LookupSettings {
         crate::lookups::LookupSettings {
             max_ids: self.lookup_batch_max,
-            concurrency: self.db.db_pool_size,
+            // A statement holds a pooled connection: more would only wait for one.
+            concurrency: self.lookup_concurrency.min(self.db.db_pool_size),
             deadline: self.read_timeout_ms,
         }
     }
@@ -267,6 +277,19 @@ mod tests {
         assert!(load(&[("MAX_CONSECUTIVE_ERRORS", "0")]).is_err());
         assert!(load(&[("READ_TIMEOUT_MS", "5000"), ("REQUEST_DEADLINE_MS", "1000")]).is_err());
         assert!(load(&[("REPLICA_URLS", "mysql://x/y")]).is_err());
+    }
+
+    #[test]
+    fn lookup_statements_in_flight_never_exceed_the_pool() {
+        let defaults = load(&[]).unwrap().lookup_settings();
+        assert_eq!(defaults.concurrency, 4);
+        let small_pool = load(&[("DB_POOL_SIZE", "2")]).unwrap().lookup_settings();
+        assert_eq!(small_pool.concurrency, 2);
+        let raised = load(&[("LOOKUP_CONCURRENCY", "12")])
+            .unwrap()
+            .lookup_settings();
+        assert_eq!(raised.concurrency, 12);
+        assert!(load(&[("LOOKUP_CONCURRENCY", "0")]).is_err());
     }
 
     #[test]
