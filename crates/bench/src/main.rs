@@ -72,7 +72,8 @@ fn notes(args: &Args) -> Vec<String> {
              (`id = ANY(…)`), timing from the 201 to the answer that first shows the row on the \
              last replica: an upper bound, at most one poll round late. At full load 1 write in {} \
              is tracked; bounded means nothing timed out and the last third's p99 is at \
-             most twice the first third's plus 20 ms.",
+             most twice the first third's plus 20 ms. The half-load run starts once the \
+             outbox is empty and both replicas are level with the primary.",
             args.lag_poll_ms, args.lag_sample_every
         ),
         "Catch-up: the replicator is stopped (SIGTERM), the changes are written through \
