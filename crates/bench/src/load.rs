@@ -16,6 +16,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use crate::cpu::{CpuUse, Snapshot};
+
 /// What one operation reports: the id it created, if any, or why it failed (a short label
 /// such as `HTTP 503` or `timeout`, so errors can be counted by kind).
 pub type OpResult = Result<Option<Uuid>, String>;
@@ -88,6 +90,9 @@ pub struct Throughput {
     /// When the measured window began, for lining up lag samples.
     #[serde(skip)]
     pub window: Option<(Instant, Instant)>,
+    /// CPU time by process over the measured window (not for runs bounded by count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUse>,
 }
 
 /// Microsecond histogram bounds: 1 µs to 10 minutes, 3 significant digits.
@@ -116,6 +121,15 @@ where
     let pacer = spec.rate.map(|rate| Pacer::start(rate, end));
     let issued = Arc::new(AtomicU64::new(0));
     let keep_per_worker = spec.keep_ids.div_ceil(spec.concurrency.max(1));
+    let cpu_at_start = spec.max_ops.is_none().then(|| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            tokio::task::spawn_blocking(Snapshot::take)
+                .await
+                .ok()
+                .flatten()
+        })
+    });
 
     let mut workers = JoinSet::new();
     for _ in 0..spec.concurrency.max(1) {
@@ -206,6 +220,17 @@ where
         pacer.stop();
     }
     let finished = Instant::now();
+    let cpu = match cpu_at_start {
+        Some(start) => match start.await.ok().flatten() {
+            Some(start) => tokio::task::spawn_blocking(Snapshot::take)
+                .await
+                .ok()
+                .flatten()
+                .map(|end| start.until(&end)),
+            None => None,
+        },
+        None => None,
+    };
     // A run bounded by count may end before the nominal duration.
     let seconds = if spec.max_ops.is_some() {
         finished.duration_since(start).as_secs_f64()
@@ -233,6 +258,7 @@ where
         served_by: BTreeMap::new(),
         ids: total.ids,
         window: Some((measure_from, end.min(finished))),
+        cpu,
     })
 }
 

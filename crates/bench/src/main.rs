@@ -7,6 +7,7 @@
 mod catchup;
 mod chart;
 mod cli;
+mod cpu;
 mod lag;
 mod load;
 mod logical;

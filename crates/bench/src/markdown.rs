@@ -308,6 +308,8 @@ pub fn render(report: &Report) -> String {
         );
     }
 
+    render_cpu(&mut md, report);
+
     if !report.notes.is_empty() {
         md.push_str("\n## Notes\n\n");
         for note in &report.notes {
@@ -315,6 +317,55 @@ pub fn render(report: &Report) -> String {
         }
     }
     md
+}
+
+/// CPU per operation by process for the write and read runs: what each request costs each
+/// process when they all share the machine's cores.
+fn render_cpu(md: &mut String, report: &Report) {
+    let mut runs: Vec<(String, &Throughput)> = Vec::new();
+    for (c, pair) in &report.writes {
+        runs.extend(
+            pair.product
+                .get()
+                .map(|t| (format!("write-api POST, c={c}"), t)),
+        );
+        runs.extend(
+            pair.baseline
+                .get()
+                .map(|t| (format!("direct SQL insert, c={c}"), t)),
+        );
+    }
+    if let Some(l) = report.writes_logical.get() {
+        let c = l.write.concurrency;
+        runs.push((format!("logical replication insert, c={c}"), &l.write));
+    }
+    if let Some(h) = report.lag_half_load.get() {
+        runs.push(("write-api POST at half load".to_owned(), &h.write));
+    }
+    for (name, pair) in [
+        ("by id", &report.read_by_id),
+        ("first page", &report.read_list),
+    ] {
+        runs.extend(pair.product.get().map(|t| (format!("read-api {name}"), t)));
+        runs.extend(
+            pair.baseline
+                .get()
+                .map(|t| (format!("direct SQL {name}"), t)),
+        );
+    }
+    if let Some(t) = report.read_by_id_pgpool.product.get() {
+        runs.push(("pgpool-II by id".to_owned(), t));
+    }
+    let table = crate::cpu::table(&runs);
+    if table.is_empty() {
+        return;
+    }
+    let _ = write!(
+        md,
+        "\n## 8. Where the CPU went: microseconds of CPU per operation, by process\n\n\
+         User and system time from /proc over each measured window, divided by the operations \
+         it completed; busy cores is the total over the window's length.\n\n{table}"
+    );
 }
 
 fn render_strategies(md: &mut String, strategies: &Figure<Vec<crate::strategies::StrategyRun>>) {
