@@ -113,7 +113,8 @@ pub fn table(runs: &[(String, &Throughput)]) -> String {
         let cells: Vec<String> = groups
             .iter()
             .map(|g| match cpu.micros_per_op(g, t.ok) {
-                0.0 => "–".to_owned(),
+                // Less than half a microsecond: idle upkeep, not part of the request.
+                us if us < 0.5 => "–".to_owned(),
                 us => format!("{us:.0}"),
             })
             .collect();
