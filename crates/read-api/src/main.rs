@@ -11,11 +11,16 @@ use read_api::{Application, Settings};
 #[command(version)]
 struct Cli {}
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let _cli = Cli::parse();
     let settings: Settings =
         service_kit::config::load("read-api").context("loading read-api settings")?;
+    service_kit::runtime::build(settings.db_threads)
+        .context("starting the runtime")?
+        .block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     service_kit::telemetry::init(settings.log_format);
 
     let shutdown = service_kit::shutdown::on_signal();
@@ -32,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         primary = %settings.db.database_url,
         fallback_to_primary = settings.fallback_to_primary,
         strategy = %settings.strategy,
+        db_threads = service_kit::runtime::worker_threads(settings.db_threads),
         "read-api listening"
     );
     app.run_until_stopped().await

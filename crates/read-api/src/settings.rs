@@ -52,6 +52,9 @@ pub struct Settings {
     /// statements cost the replica less per lookup than many small ones; the rest of the pool
     /// stays free for listings.
     pub lookup_concurrency: usize,
+    /// Threads of the runtime that runs the database work (lookup dispatch, connections,
+    /// probes) beside the HTTP workers; 0 means one per four cores, at least one.
+    pub db_threads: usize,
     #[serde(with = "millis")]
     pub health_check_interval_ms: Duration,
     #[serde(with = "millis")]
@@ -89,6 +92,7 @@ impl Default for Settings {
             request_deadline_ms: Duration::from_secs(3),
             lookup_batch_max: 64,
             lookup_concurrency: 4,
+            db_threads: 0,
             health_check_interval_ms: Duration::from_secs(1),
             health_check_timeout_ms: Duration::from_millis(500),
             max_consecutive_errors: 3,

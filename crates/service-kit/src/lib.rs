@@ -10,6 +10,7 @@
 //! - [`Supervisor`]: owns the HTTP server and the background tasks; a task that ends
 //!   unexpectedly fails `/readyz` and stops the process non-zero. [`http`]: the server wiring.
 //! - [`replicas`]: the replica list from `REPLICA_URLS` or `REPLICA_1_URL`/`REPLICA_2_URL`.
+//! - [`runtime`]: the tokio runtime of a service's background and database work.
 //! - [`Backoff`]: exponential backoff with full jitter.
 
 mod backoff;
@@ -18,6 +19,7 @@ pub mod groups;
 pub mod http;
 pub mod metrics;
 pub mod replicas;
+pub mod runtime;
 mod secret;
 pub mod shutdown;
 pub mod supervisor;
