@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::load::Throughput;
 
 /// CPU time by process group over one window.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CpuUse {
     pub seconds: f64,
     /// CPU seconds (user and system) by group.
@@ -97,15 +97,15 @@ pub fn table(runs: &[(String, &Throughput)]) -> String {
         .filter_map(|(name, t)| t.cpu.as_ref().map(|cpu| (name.as_str(), *t, cpu)))
         .filter(|(_, t, _)| t.ok > 0)
         .collect();
+    if runs.is_empty() {
+        return String::new();
+    }
     let mut groups: Vec<&str> = runs
         .iter()
         .flat_map(|(_, _, cpu)| cpu.by_group.keys().map(String::as_str))
         .collect();
     groups.sort_by_key(|g| (column_rank(g), *g));
     groups.dedup();
-    if runs.is_empty() {
-        return String::new();
-    }
     let mut md = format!("| Run | ops/s | busy cores | {} |\n", groups.join(" | "));
     md.push_str(&"|---".repeat(groups.len() + 3));
     md.push_str("|\n");

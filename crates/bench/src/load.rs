@@ -220,17 +220,12 @@ where
         pacer.stop();
     }
     let finished = Instant::now();
-    let cpu = match cpu_at_start {
-        Some(start) => match start.await.ok().flatten() {
-            Some(start) => tokio::task::spawn_blocking(Snapshot::take)
-                .await
-                .ok()
-                .flatten()
-                .map(|end| start.until(&end)),
-            None => None,
-        },
-        None => None,
-    };
+    let cpu = async {
+        let start = cpu_at_start?.await.ok()??;
+        let end = tokio::task::spawn_blocking(Snapshot::take).await.ok()??;
+        Some(start.until(&end))
+    }
+    .await;
     // A run bounded by count may end before the nominal duration.
     let seconds = if spec.max_ops.is_some() {
         finished.duration_since(start).as_secs_f64()
