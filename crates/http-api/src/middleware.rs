@@ -5,8 +5,10 @@ use std::time::Instant;
 use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use metrics::Label;
 use tracing::Instrument;
 
 use crate::extract::RequestId;
@@ -32,13 +34,13 @@ pub async fn request_context(
         .filter(|id| is_sane_request_id(id))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     // The route is known once the router has run: asking for it here would match the path
     // a second time on every request.
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        %method,
+        method = %req.method(),
         path = %req.path(),
         route = tracing::field::Empty,
     );
@@ -57,12 +59,12 @@ pub async fn request_context(
     }
     let elapsed = started.elapsed();
     let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", status.as_u16().to_string()),
+        Label::new("method", method),
+        Label::new("route", route),
+        Label::new("status", status.as_u16().to_string()),
     ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    metrics::counter!("http_requests_total", labels.to_vec()).increment(1);
+    metrics::histogram!("http_request_duration_seconds", Vec::from(labels)).record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::debug!(
             status = status.as_u16(),
@@ -73,13 +75,39 @@ pub async fn request_context(
     Ok(response)
 }
 
+/// The request's method as a metric label: the standard ones without an allocation per
+/// request, any other as `other` (a client could otherwise make one time series per invented
+/// method).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 fn is_sane_request_id(id: &str) -> bool {
     (1..=MAX_REQUEST_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_sane_request_id;
+    use actix_web::http::Method;
+
+    use super::{is_sane_request_id, method_label};
+
+    #[test]
+    fn labels_standard_methods_by_name_and_the_rest_as_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        let invented = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&invented), "other");
+    }
 
     #[test]
     fn keeps_reasonable_ids_only() {

@@ -29,6 +29,8 @@ impl Application {
     /// checks every source once so the first reads know where to go, binds the port and
     /// starts serving. `shutdown` stops the server gracefully, then the health checker.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        // First: each source takes its metric handles from the recorder when it is made.
+        let metrics = web::Data::new(service_kit::metrics::install());
         let policy = Policy {
             latency_decay: settings.latency_decay_ms,
             max_lag_ms: settings.max_lag_ms,
@@ -103,7 +105,6 @@ impl Application {
         let mut supervisor = Supervisor::new(shutdown);
         let data = web::Data::from(router.clone());
         let tasks = web::Data::new(supervisor.health());
-        let metrics = web::Data::new(service_kit::metrics::install());
         let listening = service_kit::http::start(&settings.http, move || {
             App::new()
                 .wrap(from_fn(http_api::middleware::request_context))

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::ProductId;
+use metrics::Histogram;
 use storage::{DbPool, StorageError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -47,10 +48,11 @@ pub struct Lookups {
 }
 
 impl Lookups {
-    /// Starts the dispatcher for `pool` on the current tokio runtime.
-    pub fn start(source: Arc<str>, pool: DbPool, settings: LookupSettings) -> Self {
+    /// Starts the dispatcher for `pool` on the current tokio runtime; `batch_size` records
+    /// the lookups each statement answers.
+    pub fn start(batch_size: Histogram, pool: DbPool, settings: LookupSettings) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(source, pool, settings, waiting));
+        tokio::spawn(dispatch(batch_size, pool, settings, waiting));
         Self { queue }
     }
 
@@ -74,7 +76,7 @@ impl Lookups {
 }
 
 async fn dispatch(
-    source: Arc<str>,
+    batch_size: Histogram,
     pool: DbPool,
     settings: LookupSettings,
     mut waiting: mpsc::UnboundedReceiver<Lookup>,
@@ -97,7 +99,7 @@ async fn dispatch(
             continue;
         }
         tokio::spawn(run(
-            source.clone(),
+            batch_size.clone(),
             pool.clone(),
             settings.deadline,
             batch,
@@ -108,14 +110,13 @@ async fn dispatch(
 
 /// One statement for `batch`; answers each lookup in it.
 async fn run(
-    source: Arc<str>,
+    batch_size: Histogram,
     pool: DbPool,
     deadline: Duration,
     batch: Vec<Lookup>,
     _slot: OwnedSemaphorePermit,
 ) {
-    metrics::histogram!("read_lookup_batch_size", "source" => source.to_string())
-        .record(batch.len() as f64);
+    batch_size.record(batch.len() as f64);
     let ids: Vec<ProductId> = batch.iter().map(|lookup| lookup.id).collect();
     let rows = storage::pool::with_connection(&pool, deadline, async |conn| {
         storage::products::find_many(conn, &ids).await

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::list_query::ListRequest;
 use crate::reads::{self, Answer, Found, Page, Read};
-use crate::source::{Role, Source};
+use crate::source::{Outcome, Role, Source};
 use crate::strategy::{Chooser, Strategy};
 
 /// An answer and the source that gave it (`X-Served-By`).
@@ -203,7 +203,7 @@ impl Router {
                     if source.role() == Role::Replica && !recent_enough(&answer, min_version) =>
                 {
                     source.record_answer();
-                    record(&source, "too_old", None);
+                    record(&source, Outcome::TooOld, None);
                     too_old = true;
                 }
                 Ok(answer) => {
@@ -216,8 +216,8 @@ impl Router {
                 }
                 Err(error) => {
                     let outcome = match *error {
-                        StorageError::Timeout(_) => "timeout",
-                        _ => "error",
+                        StorageError::Timeout(_) => Outcome::Timeout,
+                        _ => Outcome::Error,
                     };
                     record(&source, outcome, Some(&error));
                     last_error = Some(AttemptError::Storage(error));
@@ -283,8 +283,7 @@ async fn attempt(
     } else {
         took.max(limit)
     });
-    metrics::histogram!("read_duration_seconds", "source" => source.name().to_string())
-        .record(took.as_secs_f64());
+    source.metrics().duration().record(took.as_secs_f64());
     outcome
 }
 
@@ -297,21 +296,20 @@ fn recent_enough(answer: &Answer, min_version: Option<Version>) -> bool {
     }
 }
 
-fn outcome_of(answer: &Answer) -> &'static str {
+fn outcome_of(answer: &Answer) -> Outcome {
     match answer {
-        Answer::Get(Found::Live(_)) | Answer::Page(_) => "ok",
-        Answer::Get(Found::Deleted(_) | Found::Absent) => "not_found",
+        Answer::Get(Found::Live(_)) | Answer::Page(_) => Outcome::Ok,
+        Answer::Get(Found::Deleted(_) | Found::Absent) => Outcome::NotFound,
     }
 }
 
 /// Metrics for one attempt; a failure also counts against the source and is logged once,
 /// here, with the source's name.
-fn record(source: &Source, outcome: &'static str, error: Option<&StorageError>) {
-    metrics::counter!("reads_total", "source" => source.name().to_string(), "outcome" => outcome)
-        .increment(1);
+fn record(source: &Source, outcome: Outcome, error: Option<&StorageError>) {
+    source.metrics().count(outcome);
     if let Some(error) = error {
         source.record_failure(&error.report());
-        tracing::warn!(replica = %source.name(), error = %error.report(), outcome, "read failed on this source; trying the next one");
+        tracing::warn!(replica = %source.name(), error = %error.report(), outcome = outcome.as_str(), "read failed on this source; trying the next one");
     }
 }
 

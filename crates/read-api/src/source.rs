@@ -25,6 +25,9 @@ use crate::lag::Lag;
 use crate::latency::PeakEwma;
 use crate::lookups::{LookupSettings, Lookups};
 
+mod metrics;
+pub use metrics::{Outcome, ReadMetrics};
+
 /// What a source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -60,6 +63,7 @@ pub struct Source {
     pool: DbPool,
     /// Lookups by id, batched over `pool`.
     lookups: Lookups,
+    metrics: ReadMetrics,
     probe_pool: Option<DbPool>,
     policy: Policy,
     /// Its share of reads relative to the others; 0 drains it.
@@ -150,8 +154,10 @@ impl Source {
         breaker_opened: Arc<Notify>,
     ) -> Self {
         let name: Arc<str> = name.into();
+        let metrics = ReadMetrics::register(&name);
         Self {
-            lookups: Lookups::start(name.clone(), pool.clone(), lookups),
+            lookups: Lookups::start(metrics.lookup_batch_size(), pool.clone(), lookups),
+            metrics,
             name,
             role,
             pool,
@@ -186,6 +192,10 @@ impl Source {
 
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    pub fn metrics(&self) -> &ReadMetrics {
+        &self.metrics
     }
 
     pub fn weight(&self) -> u32 {
