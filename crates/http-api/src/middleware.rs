@@ -64,7 +64,8 @@ pub async fn request_context(
         Label::new("status", status.as_u16().to_string()),
     ];
     metrics::counter!("http_requests_total", labels.to_vec()).increment(1);
-    metrics::histogram!("http_request_duration_seconds", Vec::from(labels)).record(elapsed.as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", Vec::from(labels))
+        .record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::debug!(
             status = status.as_u16(),

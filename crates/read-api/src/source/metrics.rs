@@ -75,7 +75,10 @@ mod tests {
     #[test]
     fn every_outcome_has_its_own_counter() {
         for (index, outcome) in Outcome::ALL.into_iter().enumerate() {
-            assert_eq!(outcome as usize, index, "{outcome:?} indexes its own counter");
+            assert_eq!(
+                outcome as usize, index,
+                "{outcome:?} indexes its own counter"
+            );
         }
     }
 }
