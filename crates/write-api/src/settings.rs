@@ -136,6 +136,8 @@ impl Settings {
         pool.connect_timeout = self.db.db_connect_timeout_ms;
         pool.acquire_timeout = self.request_timeout_ms;
         pool.statement_timeout = self.db_statement_timeout_ms;
+        // Every statement write-api runs is keyed (ids, outbox sequence numbers).
+        pool.index_scans_only = true;
         pool
     }
 
