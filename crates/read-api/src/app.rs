@@ -50,6 +50,7 @@ impl Application {
                 storage::pool::build(target.url.expose(), &settings.pool_settings(&target.name))
                     .with_context(|| format!("building the pool of {}", target.name))?;
             let probe_pool = probe_pool(&settings, target.url.expose(), &target.name)?;
+            let lookup_pools = lookup_pools(&settings, target.url.expose(), &target.name);
             let weight = settings.replica_weights.of(&target.name);
             replicas.push(Arc::new(
                 Source::new(
@@ -61,6 +62,7 @@ impl Application {
                     breaker_opened.clone(),
                 )
                 .with_probe_pool(probe_pool)
+                .with_lookup_pools(lookup_pools)
                 .with_weight(weight),
             ));
         }
@@ -72,6 +74,7 @@ impl Application {
         )
         .context("building the primary's read-only pool")?;
         let probe = probe_pool(&settings, settings.db.database_url.expose(), PRIMARY)?;
+        let lookup_pools = lookup_pools(&settings, settings.db.database_url.expose(), PRIMARY);
         let primary = Some(Arc::new(
             Source::new(
                 PRIMARY,
@@ -81,7 +84,8 @@ impl Application {
                 policy,
                 breaker_opened.clone(),
             )
-            .with_probe_pool(probe),
+            .with_probe_pool(probe)
+            .with_lookup_pools(lookup_pools),
         ));
         let router = Arc::new(Router::new(
             replicas,
@@ -141,6 +145,14 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         Ok(self.supervisor.run().await?)
     }
+}
+
+/// Each HTTP worker's own pool for lookups by id on a source, made on its first lookup (the
+/// URL was checked when the source's main pool was built).
+fn lookup_pools(settings: &Settings, url: &str, source: &str) -> crate::lookups::PoolMaker {
+    let url = url.to_owned();
+    let pool_settings = settings.lookup_pool_settings(source);
+    Arc::new(move || storage::pool::build(&url, &pool_settings))
 }
 
 /// One connection for a source's health checks, apart from its reads.

@@ -12,9 +12,17 @@
 //! applies `X-Min-Version` to it as before. A failed statement fails only its own lookups,
 //! each with the same error, and the router retries each elsewhere by the usual rules. A
 //! lookup whose caller went away is dropped before its batch runs.
+//!
+//! Each thread that looks up (each HTTP worker) has its own dispatcher and pool per source
+//! ([`ThreadLookups`]): the statement, its connection and the answer stay on the thread that
+//! serves the request. Handing each lookup to a shared runtime and back cost a wake-up system
+//! call and a context switch or so per lookup, which `perf` showed as read-api's largest cost
+//! after the sockets themselves.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use domain::ProductId;
@@ -36,6 +44,66 @@ pub struct LookupSettings {
 }
 
 type Verdict = Result<Found, Arc<StorageError>>;
+
+/// Makes the pool of one thread's lookups on a source.
+pub type PoolMaker = Arc<dyn Fn() -> Result<DbPool, StorageError> + Send + Sync>;
+
+/// One source's lookups, with a dispatcher and pool of its own on every thread that asks:
+/// made on a thread's first lookup there, on that thread's runtime.
+pub struct ThreadLookups {
+    /// Tells this source's dispatchers apart in each thread's table.
+    key: u64,
+    make_pool: PoolMaker,
+    settings: LookupSettings,
+    batch_size: Histogram,
+}
+
+static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's dispatchers, by [`ThreadLookups::key`].
+    static ON_THIS_THREAD: RefCell<HashMap<u64, Arc<Lookups>>> = RefCell::new(HashMap::new());
+}
+
+impl ThreadLookups {
+    /// `settings.concurrency` is per thread; `make_pool` should make pools of that size.
+    pub fn new(make_pool: PoolMaker, settings: LookupSettings, batch_size: Histogram) -> Self {
+        Self {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            make_pool,
+            settings,
+            batch_size,
+        }
+    }
+
+    /// The same lookups on pools `make_pool` makes.
+    pub fn with_pools(self, make_pool: PoolMaker) -> Self {
+        Self::new(make_pool, self.settings, self.batch_size)
+    }
+
+    /// The row of `id` on this source, waiting at most `limit`.
+    pub async fn find(&self, id: ProductId, limit: Duration) -> Verdict {
+        self.on_this_thread()
+            .map_err(Arc::new)?
+            .find(id, limit)
+            .await
+    }
+
+    /// This thread's dispatcher, started on first use, and again if the runtime it ran on
+    /// has gone (a thread can outlive a runtime).
+    fn on_this_thread(&self) -> Result<Arc<Lookups>, StorageError> {
+        ON_THIS_THREAD.with(|table| {
+            let mut table = table.borrow_mut();
+            if let Some(lookups) = table.get(&self.key).filter(|l| !l.queue.is_closed()) {
+                return Ok(lookups.clone());
+            }
+            let pool = (self.make_pool)()?;
+            let lookups = Arc::new(Lookups::start(self.batch_size.clone(), pool, self.settings));
+            table.insert(self.key, lookups.clone());
+            Ok(lookups)
+        })
+    }
+}
 
 struct Lookup {
     id: ProductId,
@@ -137,5 +205,84 @@ async fn run(
                 let _ = lookup.reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Counts the pools made; each points at a port where nothing listens.
+    fn counting_maker(made: Arc<AtomicUsize>) -> PoolMaker {
+        Arc::new(move || {
+            made.fetch_add(1, Ordering::SeqCst);
+            let mut settings = storage::PoolSettings::new("lookups test");
+            settings.connect_timeout = Duration::from_millis(200);
+            storage::pool::build("postgres://nobody@127.0.0.1:1/none", &settings)
+        })
+    }
+
+    fn lookups(made: &Arc<AtomicUsize>) -> Arc<ThreadLookups> {
+        let settings = LookupSettings {
+            max_ids: 8,
+            concurrency: 1,
+            deadline: Duration::from_millis(500),
+        };
+        Arc::new(ThreadLookups::new(
+            counting_maker(made.clone()),
+            settings,
+            metrics::histogram!("read_lookup_batch_size_test"),
+        ))
+    }
+
+    /// One lookup on a fresh single-thread runtime on the calling thread; its verdict is an
+    /// error (nothing listens), which does not matter here.
+    fn look_up_once(lookups: &ThreadLookups) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let verdict = lookups
+                .find(ProductId::generate(), Duration::from_millis(500))
+                .await;
+            assert!(verdict.is_err());
+        });
+    }
+
+    #[test]
+    fn each_thread_gets_its_own_pool_once_and_a_new_one_after_its_runtime_ends() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let lookups = lookups(&made);
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for _ in 0..3 {
+                let _ = lookups
+                    .find(ProductId::generate(), Duration::from_millis(500))
+                    .await;
+            }
+        });
+        assert_eq!(made.load(Ordering::SeqCst), 1, "one pool for three lookups");
+
+        let other = lookups.clone();
+        std::thread::spawn(move || look_up_once(&other))
+            .join()
+            .unwrap();
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            2,
+            "another thread, another pool"
+        );
+
+        // The first runtime ends: its dispatcher with it, so this thread starts a new one.
+        drop(runtime);
+        look_up_once(&lookups);
+        assert_eq!(made.load(Ordering::SeqCst), 3);
     }
 }

@@ -163,13 +163,24 @@ impl service_kit::config::Settings for Settings {
 
 impl Settings {
     /// How lookups by id are batched on each source.
+    /// Lookup settings for each HTTP worker, which looks up on its own connections:
+    /// `LOOKUP_CONCURRENCY` (never more than `DB_POOL_SIZE`) shared out among the workers,
+    /// at least one statement each.
     pub fn lookup_settings(&self) -> crate::lookups::LookupSettings {
+        let total = self.lookup_concurrency.min(self.db.db_pool_size);
         crate::lookups::LookupSettings {
             max_ids: self.lookup_batch_max,
-            // A statement holds a pooled connection: more would only wait for one.
-            concurrency: self.lookup_concurrency.min(self.db.db_pool_size),
+            concurrency: total.div_ceil(self.http.workers()).max(1),
             deadline: self.read_timeout_ms,
         }
+    }
+
+    /// Pool settings for one HTTP worker's lookups on one source: a connection per
+    /// statement it may have in flight.
+    pub fn lookup_pool_settings(&self, source: &str) -> storage::PoolSettings {
+        let mut pool = self.pool_settings(&format!("{source} lookups"));
+        pool.max_size = self.lookup_settings().concurrency;
+        pool
     }
 
     /// Pool settings for one source: read-only sessions, and every wait bounded by one
@@ -284,15 +295,26 @@ mod tests {
     }
 
     #[test]
-    fn lookup_statements_in_flight_never_exceed_the_pool() {
-        let defaults = load(&[]).unwrap().lookup_settings();
-        assert_eq!(defaults.concurrency, 4);
-        let small_pool = load(&[("DB_POOL_SIZE", "2")]).unwrap().lookup_settings();
-        assert_eq!(small_pool.concurrency, 2);
-        let raised = load(&[("LOOKUP_CONCURRENCY", "12")])
-            .unwrap()
-            .lookup_settings();
-        assert_eq!(raised.concurrency, 12);
+    fn lookup_statements_in_flight_never_exceed_the_pool_and_are_shared_out_among_workers() {
+        let per_worker = |vars: &[(&str, &str)]| {
+            let settings = load(vars).unwrap();
+            (
+                settings.lookup_settings().concurrency,
+                settings.lookup_pool_settings("replica-1").max_size,
+            )
+        };
+        assert_eq!(per_worker(&[("HTTP_WORKERS", "1")]), (4, 4));
+        assert_eq!(per_worker(&[("HTTP_WORKERS", "2")]), (2, 2));
+        assert_eq!(per_worker(&[("HTTP_WORKERS", "3")]), (2, 2));
+        assert_eq!(per_worker(&[("HTTP_WORKERS", "16")]), (1, 1));
+        assert_eq!(
+            per_worker(&[("HTTP_WORKERS", "1"), ("DB_POOL_SIZE", "2")]),
+            (2, 2)
+        );
+        assert_eq!(
+            per_worker(&[("HTTP_WORKERS", "2"), ("LOOKUP_CONCURRENCY", "12")]),
+            (6, 6)
+        );
         assert!(load(&[("LOOKUP_CONCURRENCY", "0")]).is_err());
     }
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::lag::Lag;
 use crate::latency::PeakEwma;
-use crate::lookups::{LookupSettings, Lookups};
+use crate::lookups::{LookupSettings, PoolMaker, ThreadLookups};
 
 mod metrics;
 pub use metrics::{Outcome, ReadMetrics};
@@ -61,8 +61,8 @@ pub struct Source {
     name: Arc<str>,
     role: Role,
     pool: DbPool,
-    /// Lookups by id, batched over `pool`.
-    lookups: Lookups,
+    /// Lookups by id, batched, on each HTTP worker's own connections.
+    lookups: ThreadLookups,
     metrics: ReadMetrics,
     probe_pool: Option<DbPool>,
     policy: Policy,
@@ -155,8 +155,13 @@ impl Source {
     ) -> Self {
         let name: Arc<str> = name.into();
         let metrics = ReadMetrics::register(&name);
+        let shared = pool.clone();
         Self {
-            lookups: Lookups::start(metrics.lookup_batch_size(), pool.clone(), lookups),
+            lookups: ThreadLookups::new(
+                Arc::new(move || Ok(shared.clone())),
+                lookups,
+                metrics.lookup_batch_size(),
+            ),
             metrics,
             name,
             role,
@@ -182,6 +187,13 @@ impl Source {
     /// The pool health checks use: their own when given, else the reads'.
     pub fn probe_pool(&self) -> &DbPool {
         self.probe_pool.as_ref().unwrap_or(&self.pool)
+    }
+
+    /// This source with lookups by id on pools `make_pool` makes, one per thread that looks
+    /// up (by default they share the reads' pool).
+    pub fn with_lookup_pools(mut self, make_pool: PoolMaker) -> Self {
+        self.lookups = self.lookups.with_pools(make_pool);
+        self
     }
 
     /// This source with `weight` (default 1; 0 drains it).
@@ -223,7 +235,7 @@ impl Source {
         &self.pool
     }
 
-    pub fn lookups(&self) -> &Lookups {
+    pub fn lookups(&self) -> &ThreadLookups {
         &self.lookups
     }
 

@@ -29,6 +29,16 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
+    /// How many worker threads the server runs: `http_workers`, or one per core when 0 (as
+    /// actix-web counts them).
+    pub fn workers(&self) -> usize {
+        if self.http_workers > 0 {
+            self.http_workers
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }
+    }
+
     /// All interfaces on `port`, one worker per core, 30 s to drain.
     pub fn on_port(port: u16) -> Self {
         Self {
