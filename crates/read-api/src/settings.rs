@@ -176,10 +176,14 @@ impl Settings {
     }
 
     /// Pool settings for one HTTP worker's lookups on one source: a connection per
-    /// statement it may have in flight.
+    /// statement it may have in flight. These sessions only ever look rows up by id, so they
+    /// never plan a sequential scan (a plan cached on a young replica would otherwise scan
+    /// the growing table for up to a minute; docs/dependencies.md, "Generic plans on a
+    /// growing table"). Listings keep the planner's own choice.
     pub fn lookup_pool_settings(&self, source: &str) -> storage::PoolSettings {
         let mut pool = self.pool_settings(&format!("{source} lookups"));
         pool.max_size = self.lookup_settings().concurrency;
+        pool.index_scans_only = true;
         pool
     }
 
@@ -316,6 +320,13 @@ mod tests {
             (6, 6)
         );
         assert!(load(&[("LOOKUP_CONCURRENCY", "0")]).is_err());
+    }
+
+    #[test]
+    fn only_lookup_sessions_avoid_sequential_scans() {
+        let settings = load(&[]).unwrap();
+        assert!(settings.lookup_pool_settings("replica-1").index_scans_only);
+        assert!(!settings.pool_settings("replica-1").index_scans_only);
     }
 
     #[test]
