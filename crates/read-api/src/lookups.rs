@@ -2,9 +2,9 @@
 //! share one `WHERE id = ANY($1)` statement, so a busy read-api makes one round trip for many
 //! reads instead of one each.
 //!
-//! There is no timer. Each source runs at most `concurrency` statements at once
-//! (`LOOKUP_CONCURRENCY`, a few: a replica spends less per lookup on a few full statements than
-//! on many small ones); a lookup that finds a free slot goes at once (an idle service adds no delay),
+//! There is no timer. Each HTTP worker runs at most `concurrency` statements at once per
+//! source (its share of `LOOKUP_CONCURRENCY`, a few: a replica spends less per lookup on a few
+//! full statements than on many small ones); a lookup that finds a free slot goes at once (an idle service adds no delay),
 //! and lookups that arrive while every slot is busy wait together and go as one statement when
 //! a slot frees. So batches grow with load by themselves, up to `max_ids`.
 //!
@@ -32,12 +32,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::reads::Found;
 
-/// How lookups on one source are batched.
+/// How one thread's lookups on one source are batched.
 #[derive(Debug, Clone, Copy)]
 pub struct LookupSettings {
     /// Most ids in one statement; 1 turns coalescing off.
     pub max_ids: usize,
-    /// Statements at once (at most the pool's size: more would only wait for a connection).
+    /// Statements at once on this thread (its pool has as many connections: more would only
+    /// wait for one).
     pub concurrency: usize,
     /// Bound on one statement, connection checkout included.
     pub deadline: Duration,

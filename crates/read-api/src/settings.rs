@@ -44,16 +44,17 @@ pub struct Settings {
     /// Bound on a whole read, all attempts on all sources included; past it, 503.
     #[serde(with = "millis")]
     pub request_deadline_ms: Duration,
-    /// Most lookups by id one statement answers (`WHERE id = ANY`): concurrent lookups on a
-    /// source share a statement when its `lookup_concurrency` statements are all in flight. 1
-    /// turns that off.
+    /// Most lookups by id one statement answers (`WHERE id = ANY`): an HTTP worker's
+    /// concurrent lookups on a source share a statement when its share of
+    /// `lookup_concurrency` statements are all in flight. 1 turns that off.
     pub lookup_batch_max: usize,
-    /// Lookup statements in flight at once per source (at most `db_pool_size`). Fewer, fuller
-    /// statements cost the replica less per lookup than many small ones; the rest of the pool
-    /// stays free for listings.
+    /// Lookup statements in flight at once per source (at most `db_pool_size`), shared out
+    /// among the HTTP workers, rounded up. Fewer, fuller statements cost the replica less per
+    /// lookup than many small ones.
     pub lookup_concurrency: usize,
-    /// Threads of the runtime that runs the database work (lookup dispatch, connections,
-    /// probes) beside the HTTP workers; 0 means one per four cores, at least one.
+    /// Threads of the runtime that runs listings, health checks and their connections beside
+    /// the HTTP workers (which look up by id themselves); 0 means one per four cores, at least
+    /// one.
     pub db_threads: usize,
     #[serde(with = "millis")]
     pub health_check_interval_ms: Duration,
@@ -162,10 +163,9 @@ impl service_kit::config::Settings for Settings {
 }
 
 impl Settings {
-    /// How lookups by id are batched on each source.
     /// Lookup settings for each HTTP worker, which looks up on its own connections:
     /// `LOOKUP_CONCURRENCY` (never more than `DB_POOL_SIZE`) shared out among the workers,
-    /// at least one statement each.
+    /// rounded up, so at least one statement each (three workers sharing 4 get 2 each).
     pub fn lookup_settings(&self) -> crate::lookups::LookupSettings {
         let total = self.lookup_concurrency.min(self.db.db_pool_size);
         crate::lookups::LookupSettings {

@@ -1,5 +1,6 @@
 //! The tokio runtime a service's binary runs its background work on: database connections,
-//! coalescing dispatchers, probes. The HTTP workers are actix-web's own threads beside it.
+//! health checks, listings (read-api looks up by id on the HTTP workers themselves). The HTTP
+//! workers are actix-web's own threads beside it.
 
 use std::io;
 

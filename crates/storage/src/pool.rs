@@ -32,8 +32,8 @@ pub struct PoolSettings {
     pub statement_timeout: Duration,
     /// Read-only sessions (`default_transaction_read_only`), for the read side.
     pub read_only: bool,
-    /// Sessions plan with `enable_seqscan = off`, for a service whose every statement is
-    /// keyed (write-api). A statement kept prepared gets a generic plan after five runs, kept
+    /// Sessions plan with `enable_seqscan = off`, for sessions whose every statement is
+    /// keyed (write-api's, read-api's lookups by id). A statement kept prepared gets a generic plan after five runs, kept
     /// until the table's statistics change. Made just after autovacuum analysed a young,
     /// small table, the generic plan of `WHERE id = ANY($1)` is a sequential scan, and it
     /// stays one while the table grows, until the next analyse (autovacuum looks once a
