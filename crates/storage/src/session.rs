@@ -13,10 +13,13 @@
 //!
 //! The reader also notices the server closing the session (end of stream, a `FATAL` error),
 //! so a lost connection is told apart from a statement the client could not encode, and
-//! dropping the connection closes its socket at once, even under a statement in flight.
+//! dropping the connection closes its socket at once, even under a statement in flight. It
+//! keeps the transaction status of the server's newest `ReadyForQuery` too, so the pool can
+//! refuse to hand out a session the server still has inside a transaction
+//! ([`transaction_status`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +31,7 @@ use tokio_postgres::config::TargetSessionAttrs;
 
 use crate::sqlstate::SqlState;
 use transport::{Endpoint, Observed, connect, endpoints};
-use wire::Parser;
+use wire::{Parser, Requests};
 
 mod transport;
 mod wire;
@@ -130,11 +133,14 @@ async fn open(
         inner: transport,
         state: state.clone(),
         parser: Parser::default(),
+        requests: Requests::default(),
     };
     let (client, connection) = config
         .connect_raw(stream, tokio_postgres::NoTls)
         .await
         .map_err(HostError::Startup)?;
+    // Start-up is over and answered: both directions are at a message boundary.
+    state.counting.store(true, Ordering::Release);
 
     let closed = state.clone();
     let task = tokio::spawn(async move {
@@ -191,6 +197,54 @@ pub fn sqlstate_of(
     state_of(conn)?.sqlstate_for(info.message())
 }
 
+/// Where `conn`'s session stands at the server once every request sent on it is answered:
+/// the status byte of the server's newest `ReadyForQuery`. An error reaches the caller as soon
+/// as its `ErrorResponse` is read, and the `ReadyForQuery` behind it may come a moment later,
+/// so this waits for it, up to `within`. `None` when `conn` was not opened by [`establish`].
+pub async fn settled_status(
+    conn: &mut AsyncPgConnection,
+    within: Duration,
+) -> Option<TransactionStatus> {
+    let state = state_of(conn)?;
+    let settled = tokio::time::timeout(within, async {
+        loop {
+            let answered = state.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if state.unanswered.load(Ordering::Acquire) <= 0 || state.closed.load(Ordering::Acquire)
+            {
+                return;
+            }
+            answered.await;
+        }
+    })
+    .await;
+    if settled.is_err() {
+        return Some(TransactionStatus::Busy);
+    }
+    Some(match state.transaction_status.load(Ordering::Acquire) {
+        b'I' => TransactionStatus::Idle,
+        b'T' => TransactionStatus::InTransaction,
+        b'E' => TransactionStatus::Failed,
+        _ => TransactionStatus::Unknown,
+    })
+}
+
+/// A session's transaction status as the server reports it after every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionStatus {
+    /// Not in a transaction block.
+    Idle,
+    /// In a transaction block.
+    InTransaction,
+    /// In a failed transaction block: every statement is refused until it is rolled back.
+    Failed,
+    /// A request still unanswered (a statement still running, or a frozen link).
+    Busy,
+    /// No `ReadyForQuery` seen.
+    Unknown,
+}
+
 /// True when the server closed `conn`'s session or its socket failed.
 pub fn is_closed(conn: &mut AsyncPgConnection) -> bool {
     state_of(conn).is_some_and(|state| state.closed.load(Ordering::Acquire))
@@ -216,6 +270,14 @@ fn state_of(conn: &mut AsyncPgConnection) -> Option<Arc<SessionState>> {
 struct SessionState {
     errors: Mutex<VecDeque<ServerError>>,
     closed: AtomicBool,
+    /// The status byte of the newest `ReadyForQuery` (0 before the first).
+    transaction_status: AtomicU8,
+    /// Requests and `ReadyForQuery`s are counted once start-up is over.
+    counting: AtomicBool,
+    /// Requests sent that the server has not answered with a `ReadyForQuery` yet.
+    unanswered: AtomicI64,
+    /// Woken by every `ReadyForQuery`.
+    answered: tokio::sync::Notify,
 }
 
 struct ServerError {
@@ -233,6 +295,23 @@ impl SessionState {
             errors.pop_front();
         }
         errors.push_back(error);
+    }
+
+    fn sent(&self, requests: u64) {
+        self.unanswered.fetch_add(
+            i64::try_from(requests).unwrap_or(i64::MAX),
+            Ordering::AcqRel,
+        );
+    }
+
+    /// `count` `ReadyForQuery`s read, the newest with transaction status `status`.
+    fn answered(&self, status: u8, count: u64) {
+        self.transaction_status.store(status, Ordering::Release);
+        if self.counting.load(Ordering::Acquire) {
+            self.unanswered
+                .fetch_sub(i64::try_from(count).unwrap_or(i64::MAX), Ordering::AcqRel);
+            self.answered.notify_waiters();
+        }
     }
 
     /// The code of the newest server error with exactly this message.

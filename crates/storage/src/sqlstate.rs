@@ -54,6 +54,8 @@ impl SqlState {
     /// applied; the session is not reused, as with every retryable code). The fault suite saw
     /// 25P02 once, on a group of writes right after another group's statement timeout on a
     /// hot product; how a session got there is not known yet, and it must not answer 500.
+    /// The pool now closes any session the server reports inside a transaction instead of
+    /// handing it out (`pool::build`), so this is the second line.
     pub fn is_retryable(&self) -> bool {
         matches!(self.class(), "08" | "40" | "53" | "57")
             || [

@@ -17,7 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_postgres::config::Host;
 
 use super::SessionState;
-use super::wire::Parser;
+use super::wire::{Parser, Requests};
 
 /// The socket: TCP or a Unix domain socket.
 pub(super) enum Transport {
@@ -117,11 +117,13 @@ async fn bounded<T>(
     }
 }
 
-/// The transport, with what the server sends followed message by message.
+/// The transport, with what the server sends followed message by message, and the requests
+/// it must answer counted.
 pub(super) struct Observed {
     pub(super) inner: Transport,
     pub(super) state: Arc<SessionState>,
     pub(super) parser: Parser,
+    pub(super) requests: Requests,
 }
 
 impl Observed {
@@ -152,6 +154,9 @@ impl AsyncRead for Observed {
                     }
                     this.state.record(error.error);
                 }
+                if let Some((status, answered)) = this.parser.take_ready() {
+                    this.state.answered(status, answered);
+                }
             }
             Poll::Ready(Err(_)) => this.closed(),
             Poll::Pending => {}
@@ -172,8 +177,15 @@ impl AsyncWrite for Observed {
             #[cfg(unix)]
             Transport::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
         };
-        if matches!(polled, Poll::Ready(Err(_))) {
-            this.closed();
+        match &polled {
+            Poll::Ready(Ok(written)) if this.state.counting.load(Ordering::Acquire) => {
+                let sent = this.requests.feed(&buf[..*written]);
+                if sent > 0 {
+                    this.state.sent(sent);
+                }
+            }
+            Poll::Ready(Err(_)) => this.closed(),
+            _ => {}
         }
         polled
     }

@@ -1,4 +1,5 @@
-//! The server's side of the protocol, read just far enough to find `ErrorResponse`s.
+//! The server's side of the protocol, read just far enough to find `ErrorResponse`s and the
+//! transaction status each `ReadyForQuery` carries.
 
 use super::ServerError;
 use crate::sqlstate::SqlState;
@@ -13,22 +14,29 @@ pub(super) struct Parsed {
     pub(super) fatal: bool,
 }
 
-/// Follows the server's message framing (a type byte, a 4-byte big-endian length counting
-/// itself, the body) across reads of any size, keeping the bodies of `ErrorResponse`s only.
+/// Follows the protocol's message framing (a type byte, a 4-byte big-endian length counting
+/// itself, the body) across chunks of any size.
 #[derive(Default)]
-pub(super) struct Parser {
+struct Framing {
     header: [u8; 5],
     header_len: usize,
     remaining: usize,
-    body: Vec<u8>,
-    keep_body: bool,
     /// A length that cannot be: stop looking rather than misread everything after it.
     lost: bool,
 }
 
-impl Parser {
-    pub(super) fn feed(&mut self, mut bytes: &[u8]) -> Vec<Parsed> {
-        let mut found = Vec::new();
+/// What [`Framing::feed`] finds, in stream order.
+enum Frame<'a> {
+    /// A message of this type begins, with a body of this many bytes.
+    Starts(u8, usize),
+    /// Part of the current message's body.
+    Body(&'a [u8]),
+    /// The message of this type is complete.
+    Ends(u8),
+}
+
+impl Framing {
+    fn feed<'a>(&mut self, mut bytes: &'a [u8], mut found: impl FnMut(Frame<'a>)) {
         while !bytes.is_empty() && !self.lost {
             if self.header_len < self.header.len() {
                 let take = (self.header.len() - self.header_len).min(bytes.len());
@@ -51,28 +59,93 @@ impl Parser {
                     break;
                 };
                 self.remaining = remaining;
-                self.keep_body = self.header[0] == b'E' && remaining <= LONGEST_ERROR;
-                self.body.clear();
+                found(Frame::Starts(self.header[0], remaining));
             } else {
                 let take = self.remaining.min(bytes.len());
-                if self.keep_body {
-                    self.body.extend_from_slice(&bytes[..take]);
-                }
+                found(Frame::Body(&bytes[..take]));
                 self.remaining -= take;
                 bytes = &bytes[take..];
             }
             if self.remaining == 0 {
-                if self.keep_body
-                    && let Some(parsed) = parse_error_response(&self.body)
-                {
-                    found.push(parsed);
-                }
+                found(Frame::Ends(self.header[0]));
                 self.header_len = 0;
-                self.keep_body = false;
-                self.body.clear();
             }
         }
+    }
+}
+
+/// Reads the server's messages, keeping the bodies of `ErrorResponse`s and `ReadyForQuery`s
+/// only.
+#[derive(Default)]
+pub(super) struct Parser {
+    framing: Framing,
+    body: Vec<u8>,
+    keep_body: bool,
+    /// The status byte of the newest `ReadyForQuery` not yet taken (`I` idle, `T` in a
+    /// transaction, `E` in a failed transaction), and how many were read since.
+    ready: Option<(u8, u64)>,
+}
+
+impl Parser {
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> Vec<Parsed> {
+        let mut found = Vec::new();
+        let Self {
+            framing,
+            body,
+            keep_body,
+            ready,
+        } = self;
+        framing.feed(bytes, |frame| match frame {
+            Frame::Starts(kind, length) => {
+                *keep_body = match kind {
+                    b'E' => length <= LONGEST_ERROR,
+                    b'Z' => length == 1,
+                    _ => false,
+                };
+                body.clear();
+            }
+            Frame::Body(bytes) if *keep_body => body.extend_from_slice(bytes),
+            Frame::Body(_) => {}
+            Frame::Ends(b'Z') if *keep_body => {
+                let count = ready.map_or(0, |(_, count)| count);
+                *ready = Some((body[0], count + 1));
+            }
+            Frame::Ends(_) if *keep_body => found.extend(parse_error_response(body)),
+            Frame::Ends(_) => {}
+        });
         found
+    }
+
+    /// The transaction status of the newest `ReadyForQuery` fed since the last call, and how
+    /// many were fed.
+    pub(super) fn take_ready(&mut self) -> Option<(u8, u64)> {
+        self.ready.take()
+    }
+
+    #[cfg(test)]
+    fn lost(&self) -> bool {
+        self.framing.lost
+    }
+}
+
+/// Counts what the client sends that the server answers with a `ReadyForQuery`: a `Sync`
+/// (extended protocol) or a `Query` (simple protocol). Fed from a message boundary, once
+/// start-up (whose first message has no type byte) is over.
+#[derive(Default)]
+pub(super) struct Requests {
+    framing: Framing,
+}
+
+impl Requests {
+    /// How many such messages begin in `bytes`.
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> u64 {
+        let mut count = 0;
+        self.framing.feed(bytes, |frame| {
+            if let Frame::Starts(b'S' | b'Q', _) = frame {
+                count += 1;
+            }
+        });
+        count
     }
 }
 
@@ -156,10 +229,48 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_newest_transaction_status_and_counts_every_ready_for_query() {
+        let mut stream = other_message(b'Z', b"I");
+        stream.extend(other_message(b'C', b"BEGIN\0"));
+        stream.extend(other_message(b'Z', b"T"));
+        stream.extend(error_response("ERROR", "22012", "division by zero"));
+        stream.extend(other_message(b'Z', b"E"));
+        for chunk in [1, 2, 5, stream.len()] {
+            let mut parser = Parser::default();
+            let (mut newest, mut count) = (None, 0);
+            for c in stream.chunks(chunk) {
+                parser.feed(c);
+                if let Some((status, seen)) = parser.take_ready() {
+                    newest = Some(status);
+                    count += seen;
+                }
+            }
+            assert_eq!((newest, count), (Some(b'E'), 3), "chunk {chunk}");
+            assert_eq!(parser.take_ready(), None, "taken once");
+        }
+    }
+
+    #[test]
+    fn counts_the_requests_a_server_answers_with_ready_for_query() {
+        // Parse, Bind, Execute, Sync; a simple Query; a Terminate.
+        let mut stream = other_message(b'P', b"\0SELECT 1\0\0\0");
+        stream.extend(other_message(b'B', b"\0\0\0\0\0\0\0\0"));
+        stream.extend(other_message(b'E', b"\0\0\0\0\0"));
+        stream.extend(other_message(b'S', b""));
+        stream.extend(other_message(b'Q', b"SELECT 1\0"));
+        stream.extend(other_message(b'X', b""));
+        for chunk in [1, 3, stream.len()] {
+            let mut requests = Requests::default();
+            let sent: u64 = stream.chunks(chunk).map(|c| requests.feed(c)).sum();
+            assert_eq!(sent, 2, "chunk {chunk}");
+        }
+    }
+
+    #[test]
     fn an_impossible_length_stops_the_parser() {
         let mut parser = Parser::default();
         assert!(parser.feed(&[b'E', 0, 0, 0, 1]).is_empty());
-        assert!(parser.lost);
+        assert!(parser.lost());
         assert!(
             parser
                 .feed(&error_response("ERROR", "40001", "x"))

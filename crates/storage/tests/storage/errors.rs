@@ -365,6 +365,50 @@ async fn a_body_error_rolls_back_and_keeps_the_connection() {
 }
 
 #[tokio::test]
+async fn a_session_the_server_has_inside_a_transaction_is_never_handed_out_again() {
+    let db = TestDatabase::create().await;
+    table(&db).await;
+    let pool = pool_for(&db, "errors-left-open", DEADLINE);
+    // Plain SQL that diesel-async's own transaction bookkeeping does not see: the session is
+    // left open, then inside a failed transaction, as the body says it succeeded.
+    for (name, leftover) in [
+        ("open", "BEGIN; UPDATE t SET v = 5 WHERE id = 1"),
+        ("failed", "BEGIN; SELECT 1 / 0"),
+    ] {
+        let left = with_connection(&pool, DEADLINE, async |conn| {
+            let pid = backend_pid(conn).await?;
+            let _ = conn.batch_execute(leftover).await;
+            Ok(pid)
+        })
+        .await
+        .unwrap();
+        let next = with_connection(&pool, DEADLINE, async |conn| {
+            let pid = backend_pid(conn).await?;
+            conn.batch_execute("UPDATE t SET v = v + 1 WHERE id = 2")
+                .await?;
+            Ok(pid)
+        })
+        .await;
+        let next = next.unwrap_or_else(|error| panic!("{name}: {error:?}"));
+        assert_ne!(
+            left, next,
+            "{name}: a new session, not the one left in a transaction"
+        );
+    }
+    let mut conn = db.connect().await;
+    let v: Count = diesel::sql_query(
+        "SELECT (v * 10 + (SELECT v FROM t WHERE id = 2))::bigint AS n FROM t WHERE id = 1",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        v.n, 2,
+        "the open transaction rolled back; both later updates committed"
+    );
+}
+
+#[tokio::test]
 async fn a_session_opens_over_a_unix_socket_too() {
     let dir = "/var/run/postgresql";
     let db = TestDatabase::create().await;
