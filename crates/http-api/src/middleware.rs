@@ -1,6 +1,8 @@
 //! Per-request context: an `X-Request-Id`, a tracing span, and request metrics.
 
-use std::time::Instant;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
@@ -35,45 +37,90 @@ pub async fn request_context(
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = method_label(req.method());
-    // The route is known once the router has run: asking for it here would match the path
-    // a second time on every request.
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         method = %req.method(),
         path = %req.path(),
-        route = tracing::field::Empty,
     );
     let started = Instant::now();
+    // Kept past the request only when its closing line will be written (entering a span
+    // costs even when the event inside is filtered out).
+    let finished_in = tracing::enabled!(tracing::Level::DEBUG).then(|| span.clone());
 
-    let mut response = next.call(req).instrument(span.clone()).await?;
+    let mut response = next.call(req).instrument(span).await?;
 
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    span.record("route", route.as_str());
     let status = response.status();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let elapsed = started.elapsed();
-    let labels = [
-        Label::new("method", method),
-        Label::new("route", route),
-        Label::new("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", labels.to_vec()).increment(1);
-    metrics::histogram!("http_request_duration_seconds", Vec::from(labels))
-        .record(elapsed.as_secs_f64());
-    span.in_scope(|| {
-        tracing::debug!(
-            status = status.as_u16(),
-            elapsed_ms = elapsed.as_millis() as u64,
-            "request finished"
-        );
-    });
+    let request = response.request();
+    // A named resource gives its route without an allocation; the others, their pattern.
+    let pattern;
+    let route = match request.match_name() {
+        Some(name) => name,
+        None => {
+            pattern = request.match_pattern();
+            pattern.as_deref().unwrap_or("unmatched")
+        }
+    };
+    RequestMetrics::record(method, route, status.as_u16(), elapsed);
+    if let Some(span) = finished_in {
+        span.in_scope(|| {
+            tracing::debug!(
+                route,
+                status = status.as_u16(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "request finished"
+            );
+        });
+    }
     Ok(response)
+}
+
+/// The handles of one (method, route, status) series, registered once per HTTP worker thread:
+/// registering builds the labelled key afresh (a few allocations and a registry lookup per
+/// metric) on every request otherwise.
+struct RequestMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Series by method and status, then by route.
+type SeriesByRoute = HashMap<(&'static str, u16), HashMap<Box<str>, RequestMetrics>>;
+
+thread_local! {
+    // The global recorder is installed before any worker serves a request, so a handle kept
+    // here is never the no-op one handed out before it.
+    static SERIES: RefCell<SeriesByRoute> = RefCell::new(HashMap::new());
+}
+
+impl RequestMetrics {
+    fn record(method: &'static str, route: &str, status: u16, elapsed: Duration) {
+        SERIES.with_borrow_mut(|series| {
+            let by_route = series.entry((method, status)).or_default();
+            if !by_route.contains_key(route) {
+                by_route.insert(route.into(), Self::register(method, route, status));
+            }
+            if let Some(handles) = by_route.get(route) {
+                handles.requests.increment(1);
+                handles.duration.record(elapsed.as_secs_f64());
+            }
+        });
+    }
+
+    fn register(method: &'static str, route: &str, status: u16) -> Self {
+        let labels = [
+            Label::new("method", method),
+            Label::new("route", route.to_owned()),
+            Label::new("status", status.to_string()),
+        ];
+        Self {
+            requests: metrics::counter!("http_requests_total", labels.to_vec()),
+            duration: metrics::histogram!("http_request_duration_seconds", Vec::from(labels)),
+        }
+    }
 }
 
 /// The request's method as a metric label: the standard ones without an allocation per
