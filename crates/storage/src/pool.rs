@@ -136,6 +136,8 @@ async fn idle_at_server(
     use session::TransactionStatus;
     match session::settled_status(conn, SETTLE_BOUND).await {
         None | Some(TransactionStatus::Idle) => Ok(()),
+        // Lost sessions are common (a restart, a failover) and reported where they fail.
+        Some(TransactionStatus::Closed) => Err(diesel::result::Error::BrokenTransactionManager),
         Some(status) => {
             tracing::warn!(
                 pool = application_name,

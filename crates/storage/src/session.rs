@@ -206,27 +206,25 @@ pub async fn settled_status(
     within: Duration,
 ) -> Option<TransactionStatus> {
     let state = state_of(conn)?;
+    if state.settled() {
+        // The usual case: nothing in flight, no timer or waiter needed.
+        return Some(state.status());
+    }
     let settled = tokio::time::timeout(within, async {
         loop {
             let answered = state.answered.notified();
             tokio::pin!(answered);
             answered.as_mut().enable();
-            if state.unanswered.load(Ordering::Acquire) <= 0 || state.closed.load(Ordering::Acquire)
-            {
+            if state.settled() {
                 return;
             }
             answered.await;
         }
     })
     .await;
-    if settled.is_err() {
-        return Some(TransactionStatus::Busy);
-    }
-    Some(match state.transaction_status.load(Ordering::Acquire) {
-        b'I' => TransactionStatus::Idle,
-        b'T' => TransactionStatus::InTransaction,
-        b'E' => TransactionStatus::Failed,
-        _ => TransactionStatus::Unknown,
+    Some(match settled {
+        Ok(()) => state.status(),
+        Err(_) => TransactionStatus::Busy,
     })
 }
 
@@ -241,6 +239,8 @@ pub enum TransactionStatus {
     Failed,
     /// A request still unanswered (a statement still running, or a frozen link).
     Busy,
+    /// The server ended the session or its socket failed.
+    Closed,
     /// No `ReadyForQuery` seen.
     Unknown,
 }
@@ -295,6 +295,23 @@ impl SessionState {
             errors.pop_front();
         }
         errors.push_back(error);
+    }
+
+    /// Every request answered, or the session gone (nothing more will be answered).
+    fn settled(&self) -> bool {
+        self.unanswered.load(Ordering::Acquire) <= 0 || self.closed.load(Ordering::Acquire)
+    }
+
+    fn status(&self) -> TransactionStatus {
+        if self.closed.load(Ordering::Acquire) {
+            return TransactionStatus::Closed;
+        }
+        match self.transaction_status.load(Ordering::Acquire) {
+            b'I' => TransactionStatus::Idle,
+            b'T' => TransactionStatus::InTransaction,
+            b'E' => TransactionStatus::Failed,
+            _ => TransactionStatus::Unknown,
+        }
     }
 
     fn sent(&self, requests: u64) {
