@@ -119,9 +119,11 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> Result<DbPool, Stor
         .map_err(|e| StorageError::Unavailable(Unavailable::Build(e)))
 }
 
-/// How long a returned session may take to receive the answers still on their way (the
-/// `ReadyForQuery` behind an error comes a moment after it) before it is closed as busy.
-const SETTLE_BOUND: Duration = Duration::from_millis(100);
+/// How long a returned session may take to receive the answers still on their way before
+/// it is closed as busy: the `ReadyForQuery` behind an error comes a moment after it, while a
+/// statement left running by a dropped future (a client gone mid-listing) may take long, and
+/// the next caller should not wait for it.
+const SETTLE_BOUND: Duration = Duration::from_millis(10);
 
 /// Refuses to reuse a session that is not idle at the server once its requests are
 /// answered. diesel-async tracks only the transactions it opened itself; this catches any
@@ -136,8 +138,16 @@ async fn idle_at_server(
     use session::TransactionStatus;
     match session::settled_status(conn, SETTLE_BOUND).await {
         None | Some(TransactionStatus::Idle) => Ok(()),
-        // Lost sessions are common (a restart, a failover) and reported where they fail.
-        Some(TransactionStatus::Closed) => Err(diesel::result::Error::BrokenTransactionManager),
+        // Lost sessions are common (a restart, a failover) and reported where they fail; a
+        // busy one is a statement whose caller went away.
+        Some(status @ (TransactionStatus::Closed | TransactionStatus::Busy)) => {
+            tracing::debug!(
+                pool = application_name,
+                ?status,
+                "pooled database session closed"
+            );
+            Err(diesel::result::Error::BrokenTransactionManager)
+        }
         Some(status) => {
             tracing::warn!(
                 pool = application_name,

@@ -409,6 +409,29 @@ async fn a_session_the_server_has_inside_a_transaction_is_never_handed_out_again
 }
 
 #[tokio::test]
+async fn a_session_returned_mid_statement_is_closed_not_handed_out() {
+    let db = TestDatabase::create().await;
+    let pool = pool_for(&db, "errors-busy", DEADLINE);
+    let busy = {
+        let mut conn = pool.get().await.unwrap();
+        let pid = backend_pid(&mut conn).await.unwrap();
+        // The caller goes away mid-statement (a client gone mid-listing): the pool gets the
+        // session back with its answer still to come.
+        let statement = diesel::sql_query("SELECT pg_sleep(5)").execute(&mut *conn);
+        let cut = tokio::time::timeout(Duration::from_millis(200), statement).await;
+        assert!(cut.is_err(), "the statement was still running");
+        pid
+    };
+    let next = with_connection(&pool, DEADLINE, async |conn| backend_pid(conn).await)
+        .await
+        .unwrap();
+    assert_ne!(
+        busy, next,
+        "a new session, not the one still running a statement"
+    );
+}
+
+#[tokio::test]
 async fn a_session_opens_over_a_unix_socket_too() {
     let dir = "/var/run/postgresql";
     let db = TestDatabase::create().await;
