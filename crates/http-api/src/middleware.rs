@@ -55,16 +55,9 @@ pub async fn request_context(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let elapsed = started.elapsed();
-    let request = response.request();
-    // A named resource gives its route without an allocation; the others, their pattern.
-    let pattern;
-    let route = match request.match_name() {
-        Some(name) => name,
-        None => {
-            pattern = request.match_pattern();
-            pattern.as_deref().unwrap_or("unmatched")
-        }
-    };
+    // Read off the resource the router matched (no second match of the path).
+    let pattern = response.request().match_pattern();
+    let route = pattern.as_deref().unwrap_or("unmatched");
     RequestMetrics::record(method, route, status.as_u16(), elapsed);
     if let Some(span) = finished_in {
         span.in_scope(|| {
@@ -100,13 +93,14 @@ impl RequestMetrics {
     fn record(method: &'static str, route: &str, status: u16, elapsed: Duration) {
         SERIES.with_borrow_mut(|series| {
             let by_route = series.entry((method, status)).or_default();
-            if !by_route.contains_key(route) {
-                by_route.insert(route.into(), Self::register(method, route, status));
-            }
-            if let Some(handles) = by_route.get(route) {
-                handles.requests.increment(1);
-                handles.duration.record(elapsed.as_secs_f64());
-            }
+            let handles = match by_route.get(route) {
+                Some(handles) => handles,
+                None => by_route
+                    .entry(route.into())
+                    .or_insert_with(|| Self::register(method, route, status)),
+            };
+            handles.requests.increment(1);
+            handles.duration.record(elapsed.as_secs_f64());
         });
     }
 

@@ -16,7 +16,7 @@
 //! dropping the connection closes its socket at once, even under a statement in flight. It
 //! keeps the transaction status of the server's newest `ReadyForQuery` too, so the pool can
 //! refuse to hand out a session the server still has inside a transaction
-//! ([`transaction_status`]).
+//! ([`settled_status`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
