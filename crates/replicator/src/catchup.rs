@@ -6,12 +6,15 @@
 //!    not marked on the primary gets a mark; one whose apply counter went back below what
 //!    was seen before gets a full copy;
 //! 2. copies, when the replica has a mark, under a lease on the mark so one instance copies
-//!    at a time: flag the replica first (read-api then keeps it out of rotation), copy every
-//!    row changed since the mark minus a margin, then end the round on the primary: no new
-//!    mark meanwhile clears the flag; a new one moves it up to the oldest change missed
-//!    since the copy began, so the next round copies only that;
+//!    at a time: flag the replica first (read-api then keeps it out of rotation; the flag
+//!    covers everything missed, so live batches reach it again from here), copy every row
+//!    changed from the mark minus a margin up to the claim, then end the round on the
+//!    primary: no new mark meanwhile clears the flag; a new one moves it up to the oldest
+//!    change missed since the copy began, so the next round copies only that. A change
+//!    after the claim is not copied: live batches bring it, or its miss marks the replica
+//!    again. So a copy is finite however fast the writes come;
 //! 3. lets live batches reach a replica that was down again, once its flag covers everything
-//!    they missed (or a copy already cleared the mark).
+//!    they missed (or a copy already cleared the mark), for instances that did not copy.
 //!
 //! Every call has a deadline. The copies are version-guarded, so copying twice is harmless.
 
@@ -207,6 +210,14 @@ impl CatchUp {
             storage::replica::flag_behind(conn, mark.behind_since, token).await
         })
         .await?;
+        // The flag covers every change missed before the claim (read-api keeps the replica
+        // out), and a miss after it marks the replica again: live batches may reach it now,
+        // so they do not pile up more to copy while this copy runs.
+        self.replica.mark_up();
+        // Changes after the claim reach the replica live or re-mark it: the copy stops there.
+        let until = self
+            .on_primary(async |conn| storage::catchup::clock_now(conn).await)
+            .await?;
         tracing::info!(replica = name, behind_since = %mark.behind_since, reason = %mark.reason, "copying what the replica may lack from the primary");
         let since = mark.behind_since
             - chrono::Duration::from_std(self.margin).unwrap_or(chrono::Duration::zero());
@@ -217,7 +228,7 @@ impl CatchUp {
             page_size: self.page_size,
             deadline: self.deadline,
         };
-        let mut copy = job.changed_since(since);
+        let mut copy = job.changed_since(since, until);
         while let Some(rows) = copy.next_page().await? {
             metrics::counter!("replicator_catchup_rows_total", "replica" => self.replica.name.clone())
                 .increment(rows);

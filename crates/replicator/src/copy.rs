@@ -31,11 +31,12 @@ pub struct CopyReport {
     pub refused: Vec<(ProductRow, String)>,
 }
 
-/// A copy of every row changed at or after a point, in `(updated_at, id)` pages: call
+/// A copy of every row changed between two points, in `(updated_at, id)` pages: call
 /// [`ChangedSince::next_page`] until it returns `None`.
 pub struct ChangedSince<'a> {
     job: &'a CopyJob<'a>,
     since: DateTime<Utc>,
+    until: DateTime<Utc>,
     after: Option<replica_rows::ChangedAfter>,
     report: CopyReport,
 }
@@ -43,9 +44,9 @@ pub struct ChangedSince<'a> {
 impl ChangedSince<'_> {
     /// Copies the next page; its size, or `None` when everything was copied.
     pub async fn next_page(&mut self) -> Result<Option<u64>, StorageError> {
-        let (since, after, limit) = (self.since, self.after, self.job.page_size);
+        let (since, until, after, limit) = (self.since, self.until, self.after, self.job.page_size);
         let page = pool::with_connection(self.job.primary, self.job.deadline, async |conn| {
-            replica_rows::changed_since(conn, since, after, limit).await
+            replica_rows::changed_since(conn, since, until, after, limit).await
         })
         .await?;
         let Some(last) = page.last() else {
@@ -66,11 +67,14 @@ impl ChangedSince<'_> {
 }
 
 impl<'a> CopyJob<'a> {
-    /// Starts a copy of every row changed at or after `since`.
-    pub fn changed_since(&'a self, since: DateTime<Utc>) -> ChangedSince<'a> {
+    /// Starts a copy of every row changed at or after `since` and not after `until`. The
+    /// bound makes the copy finite under writes: without it, a copy no faster than the
+    /// writes chases the rows they keep moving to the end of the order.
+    pub fn changed_since(&'a self, since: DateTime<Utc>, until: DateTime<Utc>) -> ChangedSince<'a> {
         ChangedSince {
             job: self,
             since,
+            until,
             after: None,
             report: CopyReport::default(),
         }

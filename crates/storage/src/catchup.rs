@@ -141,6 +141,12 @@ pub async fn claim(
     .optional()?)
 }
 
+/// The primary's clock now. Read after a [`claim`], it bounds that round's copy: a change made
+/// later reaches the replica live, or its miss marks the replica again.
+pub async fn clock_now(conn: &mut AsyncPgConnection) -> Result<DateTime<Utc>, StorageError> {
+    Ok(diesel::select(clock()).get_result(conn).await?)
+}
+
 /// Extends `holder`'s lease; false when it was lost.
 pub async fn renew(
     conn: &mut AsyncPgConnection,

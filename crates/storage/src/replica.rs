@@ -179,17 +179,19 @@ async fn set_behind_if_token(
 /// A keyset position: rows strictly after `(updated_at, id)`.
 pub type ChangedAfter = (DateTime<Utc>, Uuid);
 
-/// Up to `limit` rows (tombstones included) changed at or after `since`, in
-/// `(updated_at, id)` order, starting after `after`.
+/// Up to `limit` rows (tombstones included) changed at or after `since` and not after
+/// `until`, in `(updated_at, id)` order, starting after `after`.
 pub async fn changed_since(
     conn: &mut AsyncPgConnection,
     since: DateTime<Utc>,
+    until: DateTime<Utc>,
     after: Option<ChangedAfter>,
     limit: i64,
 ) -> Result<Vec<ProductRow>, StorageError> {
     let mut query = products::table
         .select(ProductRow::as_select())
         .filter(products::updated_at.ge(since))
+        .filter(products::updated_at.le(until))
         .order((products::updated_at, products::id))
         .limit(limit)
         .into_boxed();

@@ -193,6 +193,12 @@ impl Stack {
     /// Whether read-api has `replica` in rotation, as `/api/replicas` says; `None` when
     /// read-api does not answer or does not know it.
     pub async fn in_rotation(&self, replica: &str) -> Option<bool> {
+        self.replica_report(replica).await?["healthy"].as_bool()
+    }
+
+    /// What `/api/replicas` says of `replica` (health, reason, lag, last error); `None` when
+    /// read-api does not answer or does not know it.
+    pub async fn replica_report(&self, replica: &str) -> Option<serde_json::Value> {
         let read_api = self.read_api.as_ref()?.url();
         let report: serde_json::Value = self
             .client
@@ -207,7 +213,7 @@ impl Stack {
             .as_array()?
             .iter()
             .find(|r| r["name"] == replica)
-            .and_then(|r| r["healthy"].as_bool())
+            .cloned()
     }
 
     /// The primary's URL as the services see it (through its proxy when there is one).

@@ -122,7 +122,7 @@ async fn s9_a_returning_replica_serves_nothing_stale() {
     println!(
         "[fault] 9 replica-2 cut 20 s under creates and deletes, then back: in rotation again \
          after {} ms; reads {} (stale {}, 5xx {}; {})",
-        rejoined.map_or("never".into(), |at| at
+        rejoined.as_ref().map_or("never".into(), |at| at
             .duration_since(back)
             .as_millis()
             .to_string()),
@@ -131,7 +131,9 @@ async fn s9_a_returning_replica_serves_nothing_stale() {
         reads.server_errors,
         served(&reads)
     );
-    assert!(rejoined.is_some(), "replica-2 came back into rotation");
+    if let Err(why) = rejoined {
+        panic!("replica-2 came back into rotation: {why}");
+    }
     assert_no_stale_or_failed("9", &reads);
     finish("9 replica-2 cut 20 s", &stack, &writes, None, 0).await;
 }
@@ -155,7 +157,7 @@ async fn s10_an_empty_replica_added_under_load() {
     println!(
         "[fault] 10 empty replica-2 added under load: serving {} ms after the restart; reads {} \
          (stale {}, 5xx {}, no answer during restarts {}; {})",
-        level.map_or("never".into(), |at| at
+        level.as_ref().map_or("never".into(), |at| at
             .duration_since(added)
             .as_millis()
             .to_string()),
@@ -165,7 +167,9 @@ async fn s10_an_empty_replica_added_under_load() {
         reads.no_answer,
         served(&reads)
     );
-    assert!(level.is_some(), "replica-2 came into rotation once level");
+    if let Err(why) = level {
+        panic!("replica-2 came into rotation once level: {why}");
+    }
     assert!(
         reads.served_by.get("replica-2").copied().unwrap_or(0) > 0,
         "replica-2 served once level: {reads:?}"
@@ -339,17 +343,23 @@ async fn s13_a_flapping_replica_serves_nothing_stale() {
     finish("13 flapping replica", &stack, &writes, None, 0).await;
 }
 
-/// When `replica` is next seen in rotation, within `limit`.
-async fn rejoin_time(stack: &Stack, replica: &str, limit: Duration) -> Option<Instant> {
+/// When `replica` is next seen in rotation, within `limit`; else what read-api last said of it.
+async fn rejoin_time(stack: &Stack, replica: &str, limit: Duration) -> Result<Instant, String> {
     let deadline = Instant::now() + limit;
+    let mut last = None;
     // Out first: it was cut or new.
     while Instant::now() < deadline {
-        if stack.in_rotation(replica).await == Some(true) {
-            return Some(Instant::now());
+        last = stack.replica_report(replica).await;
+        if last.as_ref().and_then(|r| r["healthy"].as_bool()) == Some(true) {
+            return Ok(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    None
+    // What keeps it out says where to look: health checks, catch-up or lag.
+    Err(format!(
+        "{replica} still out after {limit:?}; read-api last said {}",
+        last.map_or("nothing".to_owned(), |r| r.to_string())
+    ))
 }
 
 #[derive(Debug, Default)]

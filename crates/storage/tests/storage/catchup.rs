@@ -233,3 +233,37 @@ async fn the_primary_says_what_each_level_point_lacks_first() {
     assert_eq!(sample.marks.len(), 1);
     assert_eq!(sample.marks[0].behind_since, at(5));
 }
+
+#[tokio::test]
+async fn a_copy_reads_the_changes_up_to_its_bound_and_no_further() {
+    let (_db, mut conn) = migrated().await;
+    let row = |seconds: i64| ProductRow {
+        id: Uuid::now_v7(),
+        name: format!("at {seconds}"),
+        price_cents: 1,
+        stock: 1,
+        created_at: at(seconds),
+        updated_at: at(seconds),
+        version: 1,
+        deleted_at: None,
+    };
+    let rows = [row(10), row(20), row(20), row(30), row(40)];
+    replica::apply(&mut conn, &rows).await.unwrap();
+    // Pages of two from 15 to 30: the rows at 20, then the one at 30, then nothing, however
+    // many rows come after the bound.
+    let mut after = None;
+    let mut pages = Vec::new();
+    loop {
+        let page = replica::changed_since(&mut conn, at(15), at(30), after, 2)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.updated_at, last.id));
+        pages.push(page.iter().map(|r| r.updated_at).collect::<Vec<_>>());
+    }
+    assert_eq!(pages, vec![vec![at(20), at(20)], vec![at(30)]]);
+    // The bound a round reads after its claim is the primary's clock, the one write-api
+    // stamps changes with (same host here).
+    let bound = catchup::clock_now(&mut conn).await.unwrap();
+    assert!((bound - Utc::now()).abs() < chrono::Duration::seconds(5));
+}
