@@ -70,7 +70,13 @@ impl PoolSettings {
             sql.push_str(" SET default_transaction_read_only = on;");
         }
         if self.index_scans_only {
-            sql.push_str(" SET enable_seqscan = off;");
+            // Turning sequential scans off adds a huge constant to their cost, so a statement
+            // only a scan can answer (the heartbeat's one-row update) crossed JIT's cost
+            // thresholds and was compiled with LLVM on every run: 100–300 ms of the
+            // primary's CPU every 5 s, the relay waiting on it and the outbox filling
+            // behind (`docs/dependencies.md#generic-plans-on-a-growing-table`). Keyed
+            // statements gain nothing from JIT.
+            sql.push_str(" SET enable_seqscan = off; SET jit = off;");
         }
         // PostgreSQL 14 and later notice a client gone while a statement waits (for a lock,
         // say) and end it, instead of holding its locks until the statement finishes.

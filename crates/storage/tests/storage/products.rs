@@ -191,3 +191,67 @@ async fn a_plan_cached_while_the_table_was_small_does_not_scan_it_in_write_api_s
     );
     assert_eq!(scans_after_growth(true).await, 0);
 }
+
+/// The plan of `statement` run on `pool`'s session after `setup`, as `EXPLAIN ANALYZE`
+/// prints it.
+async fn explained(pool: &storage::DbPool, setup: &str, statement: &str) -> String {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text)]
+        plan: String,
+    }
+
+    storage::pool::with_connection(pool, std::time::Duration::from_secs(10), async |conn| {
+        conn.batch_execute(setup).await?;
+        conn.batch_execute(
+            "CREATE OR REPLACE FUNCTION pg_temp.explained(statement text) RETURNS text LANGUAGE plpgsql AS $$ \
+             DECLARE line text; plan text := ''; \
+             BEGIN FOR line IN EXECUTE 'EXPLAIN ANALYZE ' || statement \
+             LOOP plan := plan || line || E'\\n'; END LOOP; RETURN plan; END $$",
+        )
+        .await?;
+        let plan: Plan = diesel::sql_query("SELECT pg_temp.explained($1) AS plan")
+            .bind::<Text, _>(statement)
+            .get_result(conn)
+            .await?;
+        Ok(plan.plan)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_statement_only_a_scan_answers_is_not_jit_compiled_in_keyed_sessions() {
+    let (db, _conn) = migrated().await;
+    // The heartbeat's update: a one-row table, nothing indexed in its condition.
+    let heartbeat = "UPDATE pipeline_heartbeat SET beat = beat + 1 \
+                     WHERE beat_at <= clock_timestamp() - interval '1 second'";
+    let mut settings = storage::PoolSettings::new("jit test");
+    settings.max_size = 1;
+    let ordinary = storage::pool::build(db.url(), &settings).unwrap();
+    settings.index_scans_only = true;
+    let keyed = storage::pool::build(db.url(), &settings).unwrap();
+    // The trap, where the server can compile at all: sequential scans off and nothing else.
+    use diesel_async::RunQueryDsl;
+    let mut conn = db.connect().await;
+    let jit_available: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "pg_jit_available()",
+    ))
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    if jit_available {
+        let trap = explained(&ordinary, "SET enable_seqscan = off", heartbeat).await;
+        assert!(trap.contains("JIT"), "precondition: {trap}");
+    }
+    let plan = explained(&keyed, "", heartbeat).await;
+    assert!(plan.contains("Seq Scan"), "{plan}");
+    assert!(
+        !plan.contains("JIT"),
+        "compiled with LLVM on every run (100-300 ms): {plan}"
+    );
+}
