@@ -17,6 +17,20 @@ fn at(seconds: i64) -> DateTime<Utc> {
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// A new product changed at `seconds`.
+fn row(seconds: i64) -> ProductRow {
+    ProductRow {
+        id: Uuid::now_v7(),
+        name: format!("at {seconds}"),
+        price_cents: 1,
+        stock: 1,
+        created_at: at(seconds),
+        updated_at: at(seconds),
+        version: 1,
+        deleted_at: None,
+    }
+}
+
 #[tokio::test]
 async fn a_mark_keeps_its_oldest_time_and_a_round_not_overtaken_clears_it() {
     let (_db, mut conn) = migrated().await;
@@ -210,16 +224,6 @@ async fn progress_only_grows_unless_reset() {
 #[tokio::test]
 async fn the_primary_says_what_each_level_point_lacks_first() {
     let (_db, mut conn) = migrated().await;
-    let row = |seconds: i64| ProductRow {
-        id: Uuid::now_v7(),
-        name: format!("at {seconds}"),
-        price_cents: 1,
-        stock: 1,
-        created_at: at(seconds),
-        updated_at: at(seconds),
-        version: 1,
-        deleted_at: None,
-    };
     replica::apply(&mut conn, &[row(10), row(20), row(30)])
         .await
         .unwrap();
@@ -237,16 +241,6 @@ async fn the_primary_says_what_each_level_point_lacks_first() {
 #[tokio::test]
 async fn a_copy_reads_the_changes_up_to_its_bound_and_no_further() {
     let (_db, mut conn) = migrated().await;
-    let row = |seconds: i64| ProductRow {
-        id: Uuid::now_v7(),
-        name: format!("at {seconds}"),
-        price_cents: 1,
-        stock: 1,
-        created_at: at(seconds),
-        updated_at: at(seconds),
-        version: 1,
-        deleted_at: None,
-    };
     let rows = [row(10), row(20), row(20), row(30), row(40)];
     replica::apply(&mut conn, &rows).await.unwrap();
     // Pages of two from 15 to 30: the rows at 20, then the one at 30, then nothing, however
