@@ -35,8 +35,9 @@ pub struct PoolSettings {
     pub read_only: bool,
     /// Sessions plan with `enable_seqscan = off`, for sessions whose every statement is
     /// keyed (write-api's, read-api's lookups by id). A statement kept prepared gets a
-    /// generic plan after five runs, kept until the table's statistics change. Made just after autovacuum analysed a young,
-    /// small table, the generic plan of `WHERE id = ANY($1)` is a sequential scan, and it
+    /// generic plan after five runs, kept until the table's statistics change. Made just
+    /// after autovacuum analysed a young, small table, the generic plan of
+    /// `WHERE id = ANY($1)` is a sequential scan, and it
     /// stays one while the table grows, until the next analyse (autovacuum looks once a
     /// minute). Measured on a new database under 64 writers: 95 million rows read in 2,345
     /// such scans within 30 s (`docs/dependencies.md#generic-plans-on-a-growing-table`).
@@ -72,7 +73,7 @@ impl PoolSettings {
         if self.index_scans_only {
             // Turning sequential scans off adds a huge constant to their cost, so a statement
             // only a scan can answer (the heartbeat's one-row update) crossed JIT's cost
-            // thresholds and was compiled with LLVM on every run: 100–300 ms of the
+            // thresholds and was compiled with LLVM on every run: 67–330 ms of the
             // primary's CPU every 5 s, the relay waiting on it and the outbox filling
             // behind (`docs/dependencies.md#generic-plans-on-a-growing-table`). Keyed
             // statements gain nothing from JIT.

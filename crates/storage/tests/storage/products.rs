@@ -225,7 +225,7 @@ async fn explained(pool: &storage::DbPool, setup: &str, statement: &str) -> Stri
 
 #[tokio::test]
 async fn a_statement_only_a_scan_answers_is_not_jit_compiled_in_keyed_sessions() {
-    let (db, _conn) = migrated().await;
+    let (db, mut conn) = migrated().await;
     // The heartbeat's update: a one-row table, nothing indexed in its condition.
     let heartbeat = "UPDATE pipeline_heartbeat SET beat = beat + 1 \
                      WHERE beat_at <= clock_timestamp() - interval '1 second'";
@@ -236,14 +236,12 @@ async fn a_statement_only_a_scan_answers_is_not_jit_compiled_in_keyed_sessions()
     let keyed = storage::pool::build(db.url(), &settings).unwrap();
     // The trap, where the server can compile at all: sequential scans off and nothing else.
     use diesel_async::RunQueryDsl;
-    let mut conn = db.connect().await;
     let jit_available: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
         "pg_jit_available()",
     ))
     .get_result(&mut conn)
     .await
     .unwrap();
-    drop(conn);
     if jit_available {
         let trap = explained(&ordinary, "SET enable_seqscan = off", heartbeat).await;
         assert!(trap.contains("JIT"), "precondition: {trap}");
