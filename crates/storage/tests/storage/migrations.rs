@@ -131,3 +131,36 @@ async fn a_frozen_database_costs_the_deadline_and_nothing_more() {
     let outcome = run.await.unwrap();
     assert!(started.elapsed() < deadline * 4, "{outcome:?}");
 }
+
+/// The name index merges its pending list in small steps: a merge runs inside whichever
+/// insert makes the list pass its limit, so at PostgreSQL's default (4 MB) every few seconds
+/// of writes one statement took 60-260 ms (see the migration that sets it).
+#[tokio::test]
+async fn the_name_index_keeps_its_pending_list_small() {
+    let db = TestDatabase::create().await;
+    storage::migrations::run_pending(db.url(), std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut conn = db.connect().await;
+    // About 2.5 MB of trigram entries (2,000 names of 64 hex characters): under the default
+    // limit, so without a smaller one none of it would have been merged yet.
+    diesel::sql_query(
+        "INSERT INTO products (id, name, price_cents, stock, created_at, updated_at, version) \
+         SELECT gen_random_uuid(), md5(i::text) || md5((-i)::text), 100, 1, now(), now(), 1 \
+         FROM generate_series(1, 2000) AS i",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let pending_pages =
+        diesel::sql_query("SELECT gin_clean_pending_list('products_live_name_trgm') AS n")
+            .get_result::<Count>(&mut conn)
+            .await
+            .unwrap()
+            .n;
+    // 256 kB is 32 pages of 8 kB; one row's entries may go past it before the merge.
+    assert!(
+        (1..=40).contains(&pending_pages),
+        "{pending_pages} pages were pending in the name index"
+    );
+}
