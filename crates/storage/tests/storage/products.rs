@@ -250,6 +250,6 @@ async fn a_statement_only_a_scan_answers_is_not_jit_compiled_in_keyed_sessions()
     assert!(plan.contains("Seq Scan"), "{plan}");
     assert!(
         !plan.contains("JIT"),
-        "compiled with LLVM on every run (100-300 ms): {plan}"
+        "compiled with LLVM on every run (67-330 ms in the benchmark's lag runs): {plan}"
     );
 }
