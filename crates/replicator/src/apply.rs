@@ -84,6 +84,8 @@ pub struct PreparedBatch {
     /// The oldest change in the batch: a replica that misses it is behind since then.
     /// `None` when it carries no change (missing a heartbeat misses no data).
     pub oldest_event_at: Option<DateTime<Utc>>,
+    /// When each change of the batch was committed on the primary.
+    committed_at: Vec<DateTime<Utc>>,
 }
 
 impl PreparedBatch {
@@ -102,12 +104,21 @@ impl PreparedBatch {
         if status.is_none() && heartbeat.is_none() {
             return None;
         }
+        let committed_at: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at()).collect();
         Some(Self {
             rows: replica_rows::newest_per_id(events.iter().map(|e| ProductRow::from(&e.product))),
             status,
             heartbeat,
-            oldest_event_at: events.iter().map(|e| e.occurred_at()).min(),
+            oldest_event_at: committed_at.iter().min().copied(),
+            committed_at,
         })
+    }
+
+    /// How long each change waited, in seconds, from its commit on the primary until `now`.
+    fn waits(&self, now: DateTime<Utc>) -> impl Iterator<Item = f64> + '_ {
+        self.committed_at
+            .iter()
+            .map(move |at| seconds_since(*at, now))
     }
 
     fn events(&self) -> u64 {
@@ -269,15 +280,57 @@ async fn record_status(
     Ok(())
 }
 
+/// Every change's wait goes to the histogram, not only the batch's newest: after a stall the
+/// next batch holds the changes that waited beside fresh ones, and the newest alone would
+/// hide the stall. The gauge holds the newest's: how far behind the replica is now.
 fn record_lag(replica: &Replica, batch: &PreparedBatch) {
     let Some(status) = &batch.status else {
         return;
     };
-    let lag = (Utc::now() - status.newest_event_at)
-        .to_std()
-        .unwrap_or_default()
-        .as_secs_f64();
-    metrics::histogram!("replicator_apply_lag_seconds", "replica" => replica.name.clone())
-        .record(lag);
-    metrics::gauge!("replicator_replica_lag_seconds", "replica" => replica.name.clone()).set(lag);
+    let now = Utc::now();
+    let waits =
+        metrics::histogram!("replicator_apply_lag_seconds", "replica" => replica.name.clone());
+    for waited in batch.waits(now) {
+        waits.record(waited);
+    }
+    metrics::gauge!("replicator_replica_lag_seconds", "replica" => replica.name.clone())
+        .set(seconds_since(status.newest_event_at, now));
+}
+
+fn seconds_since(at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - at).to_std().unwrap_or_default().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Price, Product, ProductId, ProductName, Stock, Version};
+
+    fn change(committed_at: DateTime<Utc>) -> ChangeEvent {
+        ChangeEvent {
+            event_id: uuid::Uuid::now_v7(),
+            seq: 1,
+            product: Product {
+                id: ProductId::generate(),
+                name: ProductName::parse("Lamp").unwrap(),
+                price: Price::from_cents(1999).unwrap(),
+                stock: Stock::new(3).unwrap(),
+                created_at: committed_at,
+                updated_at: committed_at,
+                version: Version::new(1).unwrap(),
+                deleted_at: None,
+            },
+        }
+    }
+
+    #[test]
+    fn every_change_of_a_batch_reports_its_own_wait() {
+        let now = Utc::now();
+        let waited = change(now - chrono::Duration::milliseconds(300));
+        let fresh = change(now - chrono::Duration::milliseconds(2));
+        let batch = PreparedBatch::new(&[&waited, &fresh], None).unwrap();
+        let mut waits: Vec<f64> = batch.waits(now).collect();
+        waits.sort_by(f64::total_cmp);
+        assert_eq!(waits, vec![0.002, 0.3]);
+    }
 }
