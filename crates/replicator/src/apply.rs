@@ -81,9 +81,6 @@ pub struct PreparedBatch {
     status: Option<AppliedBatch>,
     /// The newest pipeline heartbeat in the batch.
     heartbeat: Option<DateTime<Utc>>,
-    /// The oldest change in the batch: a replica that misses it is behind since then.
-    /// `None` when it carries no change (missing a heartbeat misses no data).
-    pub oldest_event_at: Option<DateTime<Utc>>,
     /// When each change of the batch was committed on the primary.
     committed_at: Vec<DateTime<Utc>>,
 }
@@ -91,27 +88,28 @@ pub struct PreparedBatch {
 impl PreparedBatch {
     /// `None` for a batch with neither changes nor a heartbeat.
     pub fn new(events: &[&ChangeEvent], heartbeat: Option<DateTime<Utc>>) -> Option<Self> {
+        let committed_at: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at()).collect();
         let status = events.last().map(|last| AppliedBatch {
             last_event_id: last.event_id,
             last_event_seq: last.seq,
-            newest_event_at: events
-                .iter()
-                .map(|e| e.occurred_at())
-                .max()
-                .unwrap_or_default(),
+            newest_event_at: committed_at.iter().max().copied().unwrap_or_default(),
             events: i64::try_from(events.len()).unwrap_or(i64::MAX),
         });
         if status.is_none() && heartbeat.is_none() {
             return None;
         }
-        let committed_at: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at()).collect();
         Some(Self {
             rows: replica_rows::newest_per_id(events.iter().map(|e| ProductRow::from(&e.product))),
             status,
             heartbeat,
-            oldest_event_at: committed_at.iter().min().copied(),
             committed_at,
         })
+    }
+
+    /// The oldest change in the batch: a replica that misses it is behind since then.
+    /// `None` when it carries no change (missing a heartbeat misses no data).
+    pub fn oldest_event_at(&self) -> Option<DateTime<Utc>> {
+        self.committed_at.iter().min().copied()
     }
 
     /// How long each change waited, in seconds, from its commit on the primary until `now`.
@@ -201,7 +199,7 @@ fn missed(
 ) -> ReplicaOutcome {
     replica.mark_down(
         &cause.report(),
-        batch.oldest_event_at.unwrap_or_else(Utc::now),
+        batch.oldest_event_at().unwrap_or_else(Utc::now),
     );
     ReplicaOutcome::Missed { cause, attempts }
 }

@@ -249,7 +249,7 @@ impl Pipeline {
                 continue;
             }
             if let ReplicaOutcome::Missed { cause, attempts } = outcome
-                && let Some(oldest) = prepared.oldest_event_at
+                && let Some(oldest) = prepared.oldest_event_at()
             {
                 let reason = cause.report();
                 if attempts > 1 {
