@@ -37,10 +37,10 @@ pub struct PoolSettings {
     /// keyed (write-api's, read-api's lookups by id). A statement kept prepared gets a
     /// generic plan after five runs, kept until the table's statistics change. Made just
     /// after autovacuum analysed a young, small table, the generic plan of
-    /// `WHERE id = ANY($1)` is a sequential scan, and it
-    /// stays one while the table grows, until the next analyse (autovacuum looks once a
-    /// minute). Measured on a new database under 64 writers: 95 million rows read in 2,345
-    /// such scans within 30 s (`docs/dependencies.md#generic-plans-on-a-growing-table`).
+    /// `WHERE id = ANY($1)` is a sequential scan, and it stays one while the table grows,
+    /// until the next analyse (autovacuum looks once a minute). Measured on a new database
+    /// under 64 writers: 95 million rows read in 2,345 such scans within 30 s
+    /// (`docs/dependencies.md#generic-plans-on-a-growing-table`).
     pub index_scans_only: bool,
 }
 
