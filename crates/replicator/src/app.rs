@@ -15,6 +15,7 @@ use crate::apply::RetryPolicy;
 use crate::catchup::{CatchUp, DeadLetterTarget};
 use crate::consume::{ConsumerStatus, Pipeline};
 use crate::health::{self, Health};
+use crate::index_merge::IndexMerger;
 use crate::replica::Replica;
 use crate::settings::Settings;
 
@@ -87,6 +88,16 @@ impl Application {
                 format!("catch-up of {}", replica.name),
                 catch_up.run(supervisor.stop_token()),
             );
+            if !settings.index_merge_interval_ms.is_zero() {
+                let merger = IndexMerger {
+                    replica: replica.clone(),
+                    interval: settings.index_merge_interval_ms,
+                };
+                supervisor.spawn(
+                    format!("index merger of {}", replica.name),
+                    merger.run(supervisor.stop_token()),
+                );
+            }
         }
 
         let (status, status_rx) = watch::channel(ConsumerStatus {

@@ -154,6 +154,7 @@ pub async fn apply_to_replica(
         attempts += 1;
         match apply_once(replica, batch, left).await {
             Ok(rows_changed) => {
+                replica.note_rows_written();
                 metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
                     .increment(batch.events());
                 record_lag(replica, batch);
@@ -235,6 +236,7 @@ async fn apply_isolating(replica: &Replica, batch: &PreparedBatch) -> ReplicaOut
     if let Err(error) = status {
         return missed(replica, batch, MissCause::Failed(error), 1);
     }
+    replica.note_rows_written();
     metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
         .increment(batch.events());
     ReplicaOutcome::Applied {

@@ -3,6 +3,7 @@
 //! - [`consume`]: batches from the queues, applied everywhere, then acked; undecodable
 //!   messages to the DLQ.
 //! - [`apply`]: one batch on one replica, version-guarded, with retries.
+//! - [`index_merge`]: merges each replica's name-index pending list off the apply path.
 //! - [`catchup`]: brings a replica that missed changes level, from the primary.
 //! - [`copy`]: keyset-paged copies (catch-up and `resync`); [`verify`], [`resync`], [`dlq`]:
 //!   the operator commands; [`dead_letter`]: messages for `products.dlq`, the same on every
@@ -19,6 +20,7 @@ pub mod copy;
 pub mod dead_letter;
 pub mod dlq;
 pub mod health;
+pub mod index_merge;
 pub mod replica;
 pub mod resync;
 pub mod settings;

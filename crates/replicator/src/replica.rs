@@ -23,6 +23,8 @@ pub struct Replica {
     /// Bound on applying pending migrations.
     migration_deadline: Duration,
     migrated: AtomicBool,
+    /// Rows were written since the index merger last ran ([`crate::index_merge`]).
+    rows_written: AtomicBool,
     state: Mutex<LinkState>,
     /// Refused changes (product id, version) this process already dead-lettered, on the live
     /// path or by catch-up: a change both refuse, or a later round copies again, goes to the
@@ -72,6 +74,7 @@ impl Replica {
             deadline: settings.apply_timeout_ms,
             migration_deadline: settings.migration_timeout_ms,
             migrated: AtomicBool::new(false),
+            rows_written: AtomicBool::new(false),
             state: Mutex::new(LinkState::Up),
             refusals_sent: Mutex::default(),
         })
@@ -115,6 +118,16 @@ impl Replica {
         }
         self.migrated.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Notes that rows were written, so the index merger has work.
+    pub fn note_rows_written(&self) {
+        self.rows_written.store(true, Ordering::Release);
+    }
+
+    /// Whether rows were written since the last call.
+    pub fn take_rows_written(&self) -> bool {
+        self.rows_written.swap(false, Ordering::AcqRel)
     }
 
     /// Whether live batches reach this replica.

@@ -53,6 +53,10 @@ pub struct Settings {
     /// Bound on applying pending migrations to a replica.
     #[serde(with = "millis")]
     pub migration_timeout_ms: Duration,
+    /// How often each replica's name index gets its pending entries merged from a session of
+    /// its own ([`crate::index_merge`]); zero leaves the merges to the applies.
+    #[serde(with = "millis")]
+    pub index_merge_interval_ms: Duration,
     /// `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -80,6 +84,7 @@ impl Default for Settings {
             apply_timeout_ms: Duration::from_secs(5),
             live_apply_budget_ms: Duration::from_secs(1),
             migration_timeout_ms: Duration::from_secs(30),
+            index_merge_interval_ms: Duration::from_millis(100),
             log_format: LogFormat::Text,
         }
     }

@@ -198,3 +198,26 @@ pub async fn live_page(
     }
     Ok(select.load(conn).await?)
 }
+
+/// The trigram index behind the `name` filter (migration `listing_indexes`).
+pub const NAME_INDEX: &str = "products_live_name_trgm";
+
+/// Merges the entries waiting in the name index's pending list into the index now, and says
+/// how many pending-list pages that emptied. GIN queues new entries and otherwise merges them
+/// inside whichever write pushes the list past its limit, making that one statement slow;
+/// merging from a session of its own keeps the cost off the writes (see the replicator's
+/// index merger).
+pub async fn merge_name_index_pending_list(
+    conn: &mut AsyncPgConnection,
+) -> Result<i64, StorageError> {
+    #[derive(QueryableByName)]
+    struct Merged {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pages: i64,
+    }
+    let merged: Merged = diesel::sql_query("SELECT gin_clean_pending_list($1::regclass) AS pages")
+        .bind::<diesel::sql_types::Text, _>(NAME_INDEX)
+        .get_result(conn)
+        .await?;
+    Ok(merged.pages)
+}

@@ -4,6 +4,7 @@
 
 mod converge;
 mod faults;
+mod index_merge;
 mod isolate;
 
 use test_support::load::LoadReport;

@@ -152,12 +152,9 @@ async fn the_name_index_keeps_its_pending_list_small() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let pending_pages =
-        diesel::sql_query("SELECT gin_clean_pending_list('products_live_name_trgm') AS n")
-            .get_result::<Count>(&mut conn)
-            .await
-            .unwrap()
-            .n;
+    let pending_pages = storage::products::merge_name_index_pending_list(&mut conn)
+        .await
+        .unwrap();
     // 256 kB is 32 pages of 8 kB; one row's entries may go past it before the merge.
     assert!(
         (1..=40).contains(&pending_pages),
