@@ -3,11 +3,12 @@
 //! The name filter's trigram index (GIN) queues new entries in a pending list and merges
 //! them into the index inside whichever insert pushes the list past its limit (256 kB, set
 //! by a migration). On a replica of a few hundred thousand rows that merge takes tens of
-//! milliseconds, and the apply that ran into it holds its whole batch: after a full `make
-//! bench` (about 500,000 rows), applies of 10-50 rows took 20-98 ms once or twice a second on
-//! each replica, and half-load lag's p99 was 83-89 ms. A merger per replica empties the list
-//! from a session of its own a few times a second, so applies only append to it: in the same
-//! runs p99 fell to 38 ms. The work is the same; it is no longer on the way of a change.
+//! milliseconds, and the apply that ran into it holds its whole batch: after the benchmark's
+//! full-load runs (about 500,000 rows), applies of 10-50 rows took 20-98 ms once or twice a
+//! second on each replica, and half-load lag's p99 was 83-89 ms. A merger per replica empties
+//! the list from a session of its own a few times a second, so applies only append to it:
+//! p99 37.5 ms in the same kind of run (docs/dependencies.md, "GIN's pending list"). The work
+//! is the same; it is no longer in the way of a change.
 //!
 //! A merge needs no coordination: PostgreSQL lets one merge run at a time per index (another
 //! replicator instance's merger waits for it), and an insert that finds the list full while
