@@ -200,7 +200,7 @@ pub async fn live_page(
 }
 
 /// The trigram index behind the `name` filter (migration `listing_indexes`).
-pub const NAME_INDEX: &str = "products_live_name_trgm";
+const NAME_INDEX: &str = "products_live_name_trgm";
 
 /// Merges the entries waiting in the name index's pending list into the index now, and says
 /// how many pending-list pages that emptied. GIN queues new entries and otherwise merges them

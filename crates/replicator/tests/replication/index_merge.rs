@@ -7,8 +7,8 @@ use test_support::stack::{Stack, StackOptions};
 
 use crate::writes;
 
-/// Pages waiting in replica 1's name-index pending list, after `writes` mixed writes
-/// converged and a second for the merger's rounds (100 ms each). Merging is how the list is
+/// Pages waiting in replica 1's name-index pending list, once 400 mixed writes converged and
+/// a second passed for the merger's rounds (100 ms each). Merging is how the list is
 /// read, so it is read once.
 async fn pending_pages_after_writes(extra_env: Vec<(&'static str, String)>) -> i64 {
     let stack = Stack::start(StackOptions {
