@@ -29,8 +29,9 @@ pub struct IndexMerger {
 }
 
 impl IndexMerger {
-    /// Runs until `stop`. A replica that is down is left alone (catch-up brings it back, and
-    /// its copies merge as they go); a failed merge is tried again next round.
+    /// Runs until `stop`. A replica that is down is left alone (catch-up marks it up before
+    /// it copies, and each copied page counts as rows written); a failed merge is tried again
+    /// next round.
     pub async fn run(self, stop: CancellationToken) {
         let replica = &self.replica;
         let mut failing = false;

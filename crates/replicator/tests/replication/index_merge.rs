@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use test_support::LinkMode;
 use test_support::stack::{Stack, StackOptions};
 
 use crate::writes;
@@ -37,4 +38,29 @@ async fn the_name_index_pending_list_is_merged_off_the_apply_path() {
         "without the merger the applies should have left pages pending"
     );
     assert_eq!(pending_pages_after_writes(Vec::new()).await, 0);
+}
+
+/// A replica that comes back gets what it missed by catch-up's copies, which queue index
+/// entries like any apply: the merger takes them too, without waiting for a live batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_copied_by_catch_up_are_merged_too() {
+    let stack = Stack::start(StackOptions {
+        replicas: 2,
+        proxied_replicas: vec![1],
+        // No pipeline heartbeats: each is a live batch that would wake the merger anyway.
+        extra_env: vec![("HEARTBEAT_INTERVAL_MS", "0".into())],
+        ..StackOptions::default()
+    })
+    .await;
+    let proxy = stack.replica_proxies[1].as_ref().unwrap();
+    proxy.set(LinkMode::Cut);
+    writes(&stack, 400, 16).await;
+    proxy.set(LinkMode::Open);
+    stack.wait_converged().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut conn = stack.replicas[1].connect().await;
+    let pending = storage::products::merge_name_index_pending_list(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending, 0, "pages the copies queued were left pending");
 }
