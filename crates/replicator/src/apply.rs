@@ -154,9 +154,7 @@ pub async fn apply_to_replica(
         attempts += 1;
         match apply_once(replica, batch, left).await {
             Ok(rows_changed) => {
-                replica.note_rows_written();
-                metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
-                    .increment(batch.events());
+                count_applied(replica, batch);
                 record_lag(replica, batch);
                 return ReplicaOutcome::Applied {
                     rows_changed,
@@ -236,13 +234,18 @@ async fn apply_isolating(replica: &Replica, batch: &PreparedBatch) -> ReplicaOut
     if let Err(error) = status {
         return missed(replica, batch, MissCause::Failed(error), 1);
     }
-    replica.note_rows_written();
-    metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
-        .increment(batch.events());
+    count_applied(replica, batch);
     ReplicaOutcome::Applied {
         rows_changed,
         refused,
     }
+}
+
+/// A batch is on `replica`: counted, and the index merger told it has work.
+fn count_applied(replica: &Replica, batch: &PreparedBatch) {
+    replica.note_rows_written();
+    metrics::counter!("replicator_events_applied_total", "replica" => replica.name.clone())
+        .increment(batch.events());
 }
 
 /// One transaction: the rows under the version guard, then the status row; all within `left`.

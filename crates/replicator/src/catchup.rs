@@ -230,8 +230,8 @@ impl CatchUp {
         };
         let mut copy = job.changed_since(since, until);
         while let Some(rows) = copy.next_page().await? {
-            // The replica is up again (above), so the merger takes the copied rows' index
-            // entries off the next copy page and the first live batches.
+            // The page queued index entries like any apply; the merger takes them (it skips
+            // only replicas that are down, and this one was marked up above).
             self.replica.note_rows_written();
             metrics::counter!("replicator_catchup_rows_total", "replica" => self.replica.name.clone())
                 .increment(rows);
