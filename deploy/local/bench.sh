@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # `make bench` / `make bench-quick`: measures the stack against PostgreSQL itself.
 #
-# Brings up PostgreSQL's replica clusters (5433/5434) and RabbitMQ as `make run` does, and the
-# benchmark's own primary cluster `bench-primary` on 5435, created once with
-# `wal_level = logical` so that PostgreSQL's logical replication can be measured beside the
-# product on the same primary (the machine's own cluster on 5432 keeps its settings; the
-# benchmark starts this one when stopped and stops it again at the end). Then it gives the
-# benchmark its own, empty places: a database `bench` on each of the three clusters (owned by
-# the catalogue role) and a RabbitMQ vhost `bench`, both dropped and made anew on every run so
-# that runs are comparable. For the logical-replication baselines a login `bench_lr` (superuser
-# on these three clusters: PostgreSQL before 16 lets only superusers create subscriptions)
-# gets a fresh random password for the run and loses its login at the end. The `products` databases and the `catalogue`
-# vhost of `make run` are left alone. It builds in release mode, starts write-api (8000),
-# read-api (8001) and the replicator (8002) on them, runs the `bench` tool (which stops and
-# restarts the replicator for its catch-up figure) and stops the services at the end, also
-# on Ctrl-C. The `bench` database and vhost stay until the next run, for a look afterwards.
+# Brings up PostgreSQL's replica clusters (5433/5434) as `make run` does, and the benchmark's
+# own primary cluster `bench-primary` on 5435, created once with `wal_level = logical` so that
+# PostgreSQL's logical replication can be measured beside the product on the same primary (the
+# machine's own cluster on 5432 keeps its settings; the benchmark starts this one when stopped
+# and stops it again at the end). The broker is a RabbitMQ node of the benchmark's own
+# (`rmqbench1@localhost`, AMQP on 5691, run by rabbitmq-cluster.sh beside the machine's node,
+# which the tests share) with the settings docs/operations.md recommends; it starts empty on
+# every run and is stopped at the end. Then it gives the benchmark its own, empty places: a
+# database `bench` on each of the three clusters (owned by the catalogue role), dropped and
+# made anew on every run so that runs are comparable, and a vhost `bench` on that node. For the
+# logical-replication baselines a login `bench_lr` (superuser on these three clusters:
+# PostgreSQL before 16 lets only superusers create subscriptions) gets a fresh random password
+# for the run and loses its login at the end. The `products` databases and the machine's
+# broker are left alone. It builds in release mode, starts write-api (8000), read-api (8001)
+# and the replicator (8002) on them, runs the `bench` tool (which stops and restarts the
+# replicator for its catch-up figure) and stops the services at the end, also on Ctrl-C. The
+# `bench` databases and the broker node's data (/var/tmp/catalogue-rmq-bench) stay until the
+# next run, for a look afterwards.
 #
 # Arguments go to the tool: `deploy/local/bench.sh --quick`, `… --duration 10`, `… --help`.
 # The report, JSON and PNG land in bench/results/; the services' logs in bench/results/logs/.
@@ -72,10 +76,17 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'owner') \gexec
 SQL
 }
 
-rabbitmq_api() {
-  local method=$1 path=$2 body=${3:-}
-  curl -fsS -u guest:guest -X "$method" -H 'content-type: application/json' \
-    ${body:+--data "$body"} "$RABBITMQ_API/api/$path" >/dev/null
+# The benchmark's broker: one node beside the machine's, whose write-ahead log and statistics
+# the tests share and a run would otherwise inherit. Its quorum-queue write-ahead log rolls
+# over at 16 MB instead of 512 (a roll-over of the default log stalls every queue for
+# seconds: docs/operations.md), and it runs no management plugin, so it collects no
+# per-message statistics. Its data is removed when the next run starts.
+BROKER_PORT=5691
+BROKER_DESCRIPTION="RabbitMQ node of its own (quorum-queue log 16 MB, no management plugin)"
+bench_broker() {
+  CATALOGUE_RMQ_CLUSTER_DIR=/var/tmp/catalogue-rmq-bench CATALOGUE_RMQ_NODE_PREFIX=rmqbench \
+    CATALOGUE_RMQ_SIZE=1 CATALOGUE_RMQ_PORT_BASE=$((BROKER_PORT - 1)) \
+    CATALOGUE_RMQ_CONF='raft.wal_max_size_bytes = 16777216' ./rabbitmq-cluster.sh "$@"
 }
 
 # The logical-replication baselines' login, with a password only this run knows.
@@ -92,19 +103,21 @@ SQL
   done
 }
 
-log "making a fresh database $BENCH_DB on ports ${PORTS_PG[*]} and a fresh RabbitMQ vhost $BENCH_VHOST"
+log "making a fresh database $BENCH_DB on ports ${PORTS_PG[*]} and an empty broker node on $BROKER_PORT"
 drop_logical_leftovers
 for port in "${PORTS_PG[@]}"; do recreate_database "$port"; done
-curl -sS -o /dev/null -u guest:guest -X DELETE "$RABBITMQ_API/api/vhosts/$BENCH_VHOST" || true
-rabbitmq_api PUT "vhosts/$BENCH_VHOST"
-rabbitmq_api PUT "permissions/$BENCH_VHOST/$CATALOGUE_AMQP_USER" '{"configure":".*","write":".*","read":".*"}'
+bench_broker down
+bench_broker up
+bench_broker ctl add_vhost "$BENCH_VHOST" >/dev/null
+bench_broker ctl set_permissions -p "$BENCH_VHOST" guest '.*' '.*' '.*' >/dev/null
 
 db_url() { echo "postgres://$CATALOGUE_DB_USER:$CATALOGUE_DB_PASSWORD@127.0.0.1:$1/$BENCH_DB"; }
 export DATABASE_URL REPLICA_1_URL REPLICA_2_URL RABBITMQ_URL
 DATABASE_URL=$(db_url "$PRIMARY_PORT")
 REPLICA_1_URL=$(db_url 5433)
 REPLICA_2_URL=$(db_url 5434)
-RABBITMQ_URL="amqp://$CATALOGUE_AMQP_USER:$CATALOGUE_AMQP_PASSWORD@127.0.0.1:5672/$BENCH_VHOST"
+RABBITMQ_URL="amqp://guest:guest@127.0.0.1:$BROKER_PORT/$BENCH_VHOST"
+export BENCH_BROKER=$BROKER_DESCRIPTION
 # Settings that would change what is measured: writes open, the two replicas above, no
 # configuration file.
 unset REPLICA_URLS WRITE_API_TOKEN CONFIG_FILE PORT
@@ -145,6 +158,7 @@ stop_all() {
   wait 2>/dev/null || true
   drop_logical_leftovers || true
   set_lr_login '' || true
+  bench_broker stop 1 || true
   if [ "$primary_was_running" -eq 0 ]; then
     as_root pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" bench-primary stop || true
   fi

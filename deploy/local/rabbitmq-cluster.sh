@@ -13,6 +13,14 @@
 #
 # Ports: AMQP 5681-5683, Erlang distribution 25681-25683. CATALOGUE_RMQ_CLUSTER_DIR moves the
 # state (default /var/tmp/catalogue-rmq-cluster). The broker user is guest/guest (loopback).
+#
+# The same script runs other sets of nodes beside this one (the benchmark's single node, see
+# bench.sh), each with its own state directory and these settings:
+#   CATALOGUE_RMQ_NODE_PREFIX  node names <prefix>1@localhost, … (default rmq)
+#   CATALOGUE_RMQ_SIZE         how many nodes (default 3)
+#   CATALOGUE_RMQ_PORT_BASE    node N listens on AMQP port base+N, Erlang distribution
+#                              20000+base+N (default 5680)
+#   CATALOGUE_RMQ_CONF         extra lines for every node's rabbitmq.conf
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./lib.sh
@@ -20,11 +28,15 @@ cd "$(dirname "$0")"
 STATE=${CATALOGUE_RMQ_CLUSTER_DIR:-/var/tmp/catalogue-rmq-cluster}
 STARTED=$(date +%s)
 BIN=/usr/lib/rabbitmq/bin
-NODES=(1 2 3)
+PREFIX=${CATALOGUE_RMQ_NODE_PREFIX:-rmq}
+SIZE=${CATALOGUE_RMQ_SIZE:-3}
+PORT_BASE=${CATALOGUE_RMQ_PORT_BASE:-5680}
+EXTRA_CONF=${CATALOGUE_RMQ_CONF:-}
+mapfile -t NODES < <(seq "$SIZE")
 
-node_name() { echo "rmq$1@localhost"; }
-amqp_port() { echo $((5680 + $1)); }
-dist_port() { echo $((25680 + $1)); }
+node_name() { echo "$PREFIX$1@localhost"; }
+amqp_port() { echo $((PORT_BASE + $1)); }
+dist_port() { echo $((20000 + PORT_BASE + $1)); }
 pid_file() { echo "$STATE/node$1/pid"; }
 
 # Erlang's schedulers spin while they wait for work, which on busy cores (the fault suite runs
@@ -100,7 +112,7 @@ prepare() {
   for n in "${NODES[@]}"; do
     local dir="$STATE/node$n"
     mkdir -p "$dir/mnesia" "$dir/log"
-    printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users = none\n' "$(amqp_port "$n")" >"$dir/rabbitmq.conf"
+    printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users = none\n%s\n' "$(amqp_port "$n")" "$EXTRA_CONF" >"$dir/rabbitmq.conf"
     echo '[].' >"$dir/enabled_plugins"
     : >"$dir/rabbitmq-env.conf"
   done
@@ -152,7 +164,7 @@ up() {
   for n in "${NODES[@]}"; do start_node "$n"; done
   local first
   first=$(node_name 1)
-  for n in 2 3; do
+  for n in "${NODES[@]:1}"; do
     local node
     node=$(node_name "$n")
     if ! ctl -n "$first" cluster_status 2>/dev/null | grep -q "$node"; then
@@ -167,9 +179,9 @@ up() {
       } >>"$STATE/join.log" 2>&1 || die "joining $node to $first failed; see $STATE/join.log"
     fi
   done
-  step "waiting for three nodes online"
-  ctl -n "$first" await_online_nodes 3 --timeout 120 >/dev/null
-  log "RabbitMQ cluster of 3 nodes up in $(($(date +%s) - started)) s: $(urls)"
+  step "waiting for $SIZE nodes online"
+  ctl -n "$first" await_online_nodes "$SIZE" --timeout 120 >/dev/null
+  log "RabbitMQ cluster of $SIZE nodes up in $(($(date +%s) - started)) s: $(urls)"
 }
 
 down() {
@@ -210,7 +222,8 @@ ctl_command() {
 }
 
 node_arg() {
-  case ${1:-} in 1|2|3) echo "$1" ;; *) die "name a node: 1, 2 or 3" ;; esac
+  [[ ${1:-} =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$SIZE" ] && { echo "$1"; return; }
+  die "name a node: 1 to $SIZE"
 }
 
 case ${1:-} in

@@ -98,6 +98,10 @@ pub struct Args {
     )]
     pub replica_2_url: String,
 
+    /// What the broker is, for the report's header (bench.sh names the node it starts).
+    #[arg(long, env = "BENCH_BROKER")]
+    pub broker: Option<String>,
+
     /// Directory of `<service>.pid` files (written by bench.sh): needed for memory and for
     /// stopping the replicator.
     #[arg(long)]

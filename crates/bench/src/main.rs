@@ -212,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
             finished_at: finished_at.format("%H:%M:%S UTC").to_string(),
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             git: git_revision(),
+            broker: args.broker.clone(),
             settings: Settings {
                 quick: args.quick,
                 warmup_s: args.warmup().as_secs(),

@@ -63,10 +63,15 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         md,
-        "{} cores · git {} · finished {} · warm-up {} s, measured {} s per run · \
+        "{} cores · git {} · broker: {} · finished {} · warm-up {} s, measured {} s per run · \
          lag at half load for {} s, polled every {} ms · catch-up of {} changes\n",
         report.meta.cores,
         report.meta.git.as_deref().unwrap_or("unknown"),
+        report
+            .meta
+            .broker
+            .as_deref()
+            .unwrap_or("as RABBITMQ_URL names it"),
         report.meta.finished_at,
         s.warmup_s,
         s.duration_s,

@@ -107,6 +107,8 @@ pub struct Meta {
     pub finished_at: String,
     pub cores: usize,
     pub git: Option<String>,
+    /// What the broker was (bench.sh says: a node of the benchmark's own and its settings).
+    pub broker: Option<String>,
     pub settings: Settings,
 }
 
