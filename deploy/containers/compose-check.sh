@@ -12,8 +12,8 @@
 #    answers built locally from Debian's packages under the same names, and said so);
 # 3. the project's image, one build for the three services (`compose build`; the first build
 #    is the long step), then `up` with every service healthy through depends_on;
-# 4. checks: the services run as the unprivileged user; the RabbitMQ management UI answers; a
-#    write with the compose file's token is read back through read-api from a replica
+# 4. checks: the services run as the unprivileged user; the RabbitMQ management UI answers;
+#    the broker's quorum-queue write-ahead log has the compose file's size; a write with the compose file's token is read back through read-api from a replica
 #    (X-Served-By); with `--scale replicator=3`, 2,000 writes converge (`replicator verify`
 #    in a container exits 0); a replica stopped under read load costs no 5xx and rejoins
 #    once started; `down` and `up` again keep the data (named volumes);
@@ -273,6 +273,20 @@ check_management_ui() {
   note "the UI's page answers on :$RABBITMQ_MANAGEMENT_PORT"
 }
 
+# The broker's quorum-queue write-ahead log limit, as the node itself reports it, against
+# the compose file's `-ra wal_max_size_bytes` (docs/operations.md: a full default-sized log
+# stalls the queues for seconds when it rolls over).
+check_broker_wal() {
+  local want id got
+  want=$(compose config | grep -o 'wal_max_size_bytes [0-9]*' | head -1 | awk '{ print $2 }')
+  [ -n "$want" ] || { fail "the compose file sets no -ra wal_max_size_bytes"; return 1; }
+  id=$(service_containers rabbitmq | head -1)
+  got=$("$ENGINE" exec "$id" rabbitmqctl -q eval \
+    'maps:get(wal_max_size_bytes, ra_system:fetch(quorum_queues)).' | tr -d '[:space:]')
+  [ "$got" = "$want" ] || { fail "the broker's quorum-queue log rolls over at '$got' bytes, not $want"; return 1; }
+  note "quorum-queue write-ahead log: rolls over at $got bytes, as the compose file sets"
+}
+
 TOKEN=
 FIRST_ID=
 check_write_read() {
@@ -429,6 +443,7 @@ step "image build (one for the three services)" check_build
 step "up: every service healthy (depends_on: service_healthy)" check_up
 step "services run as the unprivileged user" check_unprivileged
 step "RabbitMQ management UI answers" check_management_ui
+step "RabbitMQ's quorum-queue log is the compose file's size" check_broker_wal
 step "a write with the compose token read back from a replica" check_write_read
 step "--scale replicator=3 and $WRITES writes converge (replicator verify)" check_scaled_writes
 step "a replica stopped under read load: no 5xx, rejoins" check_replica_outage
