@@ -72,7 +72,7 @@ impl Default for Settings {
             // the CPU per write (smaller groups, more commits) and doubled the half-load lag;
             // one would let a single stuck group (a lock wait) hold every write.
             group_commit_committers: 2,
-            group_commit_window_us: 200,
+            group_commit_window_us: 1500,
             group_commit_max_writes: 256,
             log_format: LogFormat::Text,
             write_api_token: SecretText::default(),
