@@ -82,11 +82,12 @@ SQL
 # seconds: docs/operations.md), and it runs no management plugin, so it collects no
 # per-message statistics. Its data is removed when the next run starts.
 BROKER_PORT=5691
-BROKER_DESCRIPTION="RabbitMQ node of its own (quorum-queue log 16 MB, no management plugin)"
+BROKER_WAL_BYTES=16777216
+BROKER_DESCRIPTION="RabbitMQ node of its own (quorum-queue log $((BROKER_WAL_BYTES / 1048576)) MB, no management plugin)"
 bench_broker() {
   CATALOGUE_RMQ_CLUSTER_DIR=/var/tmp/catalogue-rmq-bench CATALOGUE_RMQ_NODE_PREFIX=rmqbench \
     CATALOGUE_RMQ_SIZE=1 CATALOGUE_RMQ_PORT_BASE=$((BROKER_PORT - 1)) \
-    CATALOGUE_RMQ_CONF='raft.wal_max_size_bytes = 16777216' ./rabbitmq-cluster.sh "$@"
+    CATALOGUE_RMQ_CONF="raft.wal_max_size_bytes = $BROKER_WAL_BYTES" ./rabbitmq-cluster.sh "$@"
 }
 
 # The logical-replication baselines' login, with a password only this run knows.
