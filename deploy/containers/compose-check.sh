@@ -13,10 +13,11 @@
 # 3. the project's image, one build for the three services (`compose build`; the first build
 #    is the long step), then `up` with every service healthy through depends_on;
 # 4. checks: the services run as the unprivileged user; the RabbitMQ management UI answers;
-#    the broker's quorum-queue write-ahead log has the compose file's size; a write with the compose file's token is read back through read-api from a replica
-#    (X-Served-By); with `--scale replicator=3`, 2,000 writes converge (`replicator verify`
-#    in a container exits 0); a replica stopped under read load costs no 5xx and rejoins
-#    once started; `down` and `up` again keep the data (named volumes);
+#    the broker's quorum-queue write-ahead log has the compose file's size; a write with the
+#    compose file's token is read back through read-api from a replica (X-Served-By); with
+#    `--scale replicator=3`, 2,000 writes converge (`replicator verify` in a container exits
+#    0); a replica stopped under read load costs no 5xx and rejoins once started; `down` and
+#    `up` again keep the data (named volumes);
 # 5. `down -v` (also on failure or Ctrl-C): no container, volume or network is left.
 #
 # Isolated from the machine's own servers and from a stack started by hand: its own project
