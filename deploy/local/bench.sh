@@ -80,9 +80,10 @@ SQL
 # the tests share and a run would otherwise inherit. Its quorum-queue write-ahead log rolls
 # over at 16 MB instead of 512 (a roll-over of the default log stalls every queue for
 # seconds: docs/operations.md), and it runs no management plugin, so it collects no
-# per-message statistics. Its data is removed when the next run starts.
+# per-message statistics. Its data is removed when the next run starts. BROKER_WAL_BYTES in
+# the environment sets another log size (the report's first line says which).
 BROKER_PORT=5691
-BROKER_WAL_BYTES=16777216
+: "${BROKER_WAL_BYTES:=16777216}"
 BROKER_DESCRIPTION="RabbitMQ node of its own (quorum-queue log $((BROKER_WAL_BYTES / 1048576)) MB, no management plugin)"
 bench_broker() {
   CATALOGUE_RMQ_CLUSTER_DIR=/var/tmp/catalogue-rmq-bench CATALOGUE_RMQ_NODE_PREFIX=rmqbench \
