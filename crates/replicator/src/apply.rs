@@ -1,6 +1,6 @@
 //! Applying a batch of change events to every replica at once.
 //!
-//! Each replica gets the batch in one transaction (rows and its status row together), retried
+//! Each replica gets the batch all or nothing (rows and its status row in one statement), retried
 //! with full-jitter backoff, all within a short live budget. Replicas run in parallel and fail
 //! alone: one that cannot take the batch within the budget (down, refusing connections, or
 //! frozen: it accepts and never answers) is marked down and left to catch-up, so a sick
@@ -248,7 +248,9 @@ fn count_applied(replica: &Replica, batch: &PreparedBatch) {
         .increment(batch.events());
 }
 
-/// One transaction: the rows under the version guard, then the status row; all within `left`.
+/// The rows under the version guard, then the status row, all or nothing, within `left`: one
+/// statement for a batch of changes alone (most batches), a transaction when it also carries
+/// a heartbeat.
 async fn apply_once(
     replica: &Replica,
     batch: &PreparedBatch,
@@ -256,16 +258,20 @@ async fn apply_once(
 ) -> Result<usize, StorageError> {
     let until = Instant::now() + left;
     replica.ensure_migrated(left).await?;
-    let left = until.saturating_duration_since(Instant::now());
-    pool::transaction::<_, StorageError, _>(
-        &replica.pool,
-        replica.deadline.min(left),
-        async |conn| {
-            let changed = replica_rows::apply(conn, &batch.rows).await?;
-            record_status(conn, batch).await?;
-            Ok(changed)
-        },
-    )
+    let deadline = replica
+        .deadline
+        .min(until.saturating_duration_since(Instant::now()));
+    if batch.heartbeat.is_none() {
+        return pool::with_connection(&replica.pool, deadline, async |conn| {
+            replica_rows::apply_batch(conn, &batch.rows, batch.status.as_ref()).await
+        })
+        .await;
+    }
+    pool::transaction::<_, StorageError, _>(&replica.pool, deadline, async |conn| {
+        let changed = replica_rows::apply(conn, &batch.rows).await?;
+        record_status(conn, batch).await?;
+        Ok(changed)
+    })
     .await
 }
 

@@ -128,9 +128,9 @@ pub struct Isolated {
     pub refused: Vec<(ProductRow, String)>,
 }
 
-/// Applies `rows` to a replica in one transaction; when the replica refuses (a constraint
+/// Applies `rows` to a replica in one statement; when the replica refuses (a constraint
 /// only it has, say), halves by halves until the refused rows stand alone. One refused row
-/// among n costs about 2·log2(n) transactions instead of n, which matters for a catch-up that
+/// among n costs about 2·log2(n) statements instead of n, which matters for a catch-up that
 /// meets the same row in every round within its margin. Any other error (the replica failing)
 /// ends it: what was applied stays applied, and the version guard makes a retry harmless.
 pub async fn apply_isolating_refusals(

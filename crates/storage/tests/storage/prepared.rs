@@ -56,3 +56,26 @@ async fn the_outbox_insert_is_prepared_once_and_keeps_the_order_given() {
     .unwrap();
     assert_eq!(in_seq_order, written);
 }
+
+#[tokio::test]
+async fn a_replicator_batch_with_its_status_line_is_prepared_once_for_every_size() {
+    let (_db, mut conn) = migrated().await;
+    for (seq, size) in [1, 3, 7].into_iter().enumerate() {
+        let rows: Vec<storage::products::ProductRow> = (0..size)
+            .map(|n| {
+                storage::products::ProductRow::from(&new_product(&format!("Vase {n}"), 100, 1))
+            })
+            .collect();
+        let status = storage::replica::AppliedBatch {
+            last_event_id: uuid::Uuid::new_v4(),
+            last_event_seq: seq as i64 + 1,
+            newest_event_at: chrono::Utc::now(),
+            events: size as i64,
+        };
+        let changed = storage::replica::apply_batch(&mut conn, &rows, Some(&status))
+            .await
+            .unwrap();
+        assert_eq!(changed, size);
+    }
+    assert_eq!(prepared(&mut conn, "WITH applied AS").await, 1);
+}

@@ -175,3 +175,58 @@ async fn batches_touching_the_same_rows_in_any_order_do_not_deadlock() {
     );
     assert_eq!(second.await.unwrap().unwrap(), 2);
 }
+
+/// A batch with its status line is one statement: the rows and the line land together or
+/// not at all, and `last_event_at` only moves forward.
+#[tokio::test]
+async fn a_batch_and_its_status_line_land_together_or_not_at_all() {
+    use storage::replica::AppliedBatch;
+    use storage::schema::replication_status as rs;
+
+    let (_db, mut conn) = crate::migrated().await;
+    let rows = versions(Uuid::new_v4(), &[Some((1, 100, 1)), Some((2, 200, 2))]);
+    let status = |seq: i64, seconds: i64| AppliedBatch {
+        last_event_id: Uuid::new_v4(),
+        last_event_seq: seq,
+        newest_event_at: at(seconds),
+        events: 1,
+    };
+    let line =
+        async |conn: &mut storage::AsyncPgConnection| -> (i64, Option<i64>, Option<DateTime<Utc>>) {
+            rs::table
+                .select((rs::events_applied, rs::last_event_seq, rs::last_event_at))
+                .first(conn)
+                .await
+                .unwrap()
+        };
+    let before = line(&mut conn).await.0;
+
+    let changed = apply_batch(&mut conn, &[rows[1].clone()], Some(&status(2, 20)))
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    assert_eq!(line(&mut conn).await, (before + 1, Some(2), Some(at(20))));
+
+    // An older change, delivered late: no row changes, the line counts it and keeps its time.
+    let changed = apply_batch(&mut conn, &[rows[0].clone()], Some(&status(1, 10)))
+        .await
+        .unwrap();
+    assert_eq!(changed, 0);
+    assert_eq!(line(&mut conn).await, (before + 2, Some(1), Some(at(20))));
+
+    // A row the replica refuses (the price is out of range) fails the whole statement.
+    let refused = ProductRow {
+        id: Uuid::new_v4(),
+        price_cents: -1,
+        ..rows[1].clone()
+    };
+    let result = apply_batch(&mut conn, &[refused], Some(&status(3, 30))).await;
+    assert!(result.is_err(), "a refused row must fail the batch");
+    assert_eq!(line(&mut conn).await, (before + 2, Some(1), Some(at(20))));
+    let stored: ProductRow = products::table
+        .select(ProductRow::as_select())
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, rows[1]);
+}
