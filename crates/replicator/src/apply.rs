@@ -261,15 +261,15 @@ async fn apply_once(
     let deadline = replica
         .deadline
         .min(until.saturating_duration_since(Instant::now()));
-    if batch.heartbeat.is_none() {
+    let Some(beat_at) = batch.heartbeat else {
         return pool::with_connection(&replica.pool, deadline, async |conn| {
             replica_rows::apply_batch(conn, &batch.rows, batch.status.as_ref()).await
         })
         .await;
-    }
+    };
     pool::transaction::<_, StorageError, _>(&replica.pool, deadline, async |conn| {
-        let changed = replica_rows::apply(conn, &batch.rows).await?;
-        record_status(conn, batch).await?;
+        let changed = replica_rows::apply_batch(conn, &batch.rows, batch.status.as_ref()).await?;
+        storage::heartbeat::record(conn, beat_at).await?;
         Ok(changed)
     })
     .await

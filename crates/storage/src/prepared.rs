@@ -15,6 +15,7 @@ use diesel::sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz, Uuid as 
 use uuid::Uuid;
 
 use crate::products::ProductRow;
+use crate::replica::AppliedBatch;
 
 /// Product rows as one array per column, bound in the order of [`PRODUCT_COLUMNS`]: the
 /// statements below unnest them, one row per index.
@@ -108,14 +109,11 @@ impl ProductArrays<'_> {
 /// PostgreSQL runs atomically without a transaction around it: a replicator batch costs a
 /// replica one round trip instead of four (BEGIN, rows, status, COMMIT). Answers how many
 /// rows changed. The status row is written after the rows (PostgreSQL runs a CTE that is not
-/// read once the main query is done), the order [`crate::replica::apply`]'s callers keep.
+/// read once the main query is done), as in a transaction of the two.
 pub struct UpsertRecorded<'a> {
     pub rows: ProductArrays<'a>,
-    pub last_event_id: Uuid,
-    pub last_event_seq: i64,
-    /// Moves `last_event_at` forward only.
-    pub newest_event_at: DateTime<Utc>,
-    pub events: i64,
+    /// `last_event_at` moves forward only, as [`crate::replica::record_applied`] moves it.
+    pub status: &'a AppliedBatch,
 }
 
 pub struct UpsertRecordedStatement;
@@ -134,13 +132,13 @@ impl QueryFragment<Pg> for UpsertRecorded<'_> {
         out.push_sql("WITH applied AS (");
         self.rows.push_upsert(&mut out)?;
         out.push_sql(" RETURNING 1), recorded AS (UPDATE replication_status SET last_event_id = ");
-        out.push_bind_param::<SqlUuid, _>(&self.last_event_id)?;
+        out.push_bind_param::<SqlUuid, _>(&self.status.last_event_id)?;
         out.push_sql(", last_event_seq = ");
-        out.push_bind_param::<Int8, _>(&self.last_event_seq)?;
+        out.push_bind_param::<Int8, _>(&self.status.last_event_seq)?;
         out.push_sql(", last_event_at = GREATEST(last_event_at, ");
-        out.push_bind_param::<Timestamptz, _>(&self.newest_event_at)?;
+        out.push_bind_param::<Timestamptz, _>(&self.status.newest_event_at)?;
         out.push_sql("), last_applied_at = now(), events_applied = events_applied + ");
-        out.push_bind_param::<Int8, _>(&self.events)?;
+        out.push_bind_param::<Int8, _>(&self.status.events)?;
         // PostgreSQL runs a data-modifying CTE to its end whether or not it is read.
         out.push_sql(") SELECT count(*) FROM applied");
         Ok(())

@@ -42,14 +42,19 @@ pub async fn apply(
     if rows.is_empty() {
         return Ok(0);
     }
-    // Rows are locked in array order: in id order, a live batch and a catch-up page (or two
-    // replicator instances) touching the same rows wait for each other instead of deadlocking.
-    let mut rows: Vec<&ProductRow> = rows.iter().collect();
-    rows.sort_unstable_by_key(|row| row.id);
     // Arrays bound once and unnested: 8 parameters for any batch size, far below the
     // protocol's 65,535-parameter limit, and one statement prepared per connection.
+    let rows = in_id_order(rows);
     let query = crate::prepared::UpsertProducts(crate::prepared::ProductArrays::new(&rows));
     Ok(query.execute(conn).await?)
+}
+
+/// Rows are locked in array order: in id order, a live batch and a catch-up page (or two
+/// replicator instances) touching the same rows wait for each other instead of deadlocking.
+fn in_id_order(rows: &[ProductRow]) -> Vec<&ProductRow> {
+    let mut rows: Vec<&ProductRow> = rows.iter().collect();
+    rows.sort_unstable_by_key(|row| row.id);
+    rows
 }
 
 /// [`apply`] and, when given, [`record_applied`], all or nothing, in one statement: one round
@@ -62,15 +67,10 @@ pub async fn apply_batch(
     let Some(status) = status else {
         return apply(conn, rows).await;
     };
-    // In id order, as `apply` locks them.
-    let mut rows: Vec<&ProductRow> = rows.iter().collect();
-    rows.sort_unstable_by_key(|row| row.id);
+    let rows = in_id_order(rows);
     let changed: i64 = crate::prepared::UpsertRecorded {
         rows: crate::prepared::ProductArrays::new(&rows),
-        last_event_id: status.last_event_id,
-        last_event_seq: status.last_event_seq,
-        newest_event_at: status.newest_event_at,
-        events: status.events,
+        status,
     }
     .get_result(conn)
     .await?;
