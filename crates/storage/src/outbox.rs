@@ -70,9 +70,9 @@ impl OutboxRow {
 
 /// Records the changes that left each product as it is, in one statement (in the order
 /// given, so `seq` follows it). Call it in the transaction that wrote the products, so both
-/// commit or neither does.
+/// commit or neither does (pipelined with that write: it takes a shared connection).
 pub async fn enqueue_all(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     changes: &[(&Product, Option<&str>)],
 ) -> Result<(), StorageError> {
     if changes.is_empty() {
@@ -88,7 +88,7 @@ pub async fn enqueue_all(
         products: crate::prepared::ProductArrays::new(&rows),
         request_ids: changes.iter().map(|(_, request_id)| *request_id).collect(),
     };
-    query.execute(conn).await?;
+    query.execute(&mut conn).await?;
     Ok(())
 }
 

@@ -239,10 +239,48 @@ where
     E: TransactionError,
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
 {
+    run_under_deadline(pool, deadline, Begin::Plain, body).await
+}
+
+/// [`transaction`] for a body that waits on something else between its statements (the
+/// outbox relay holds its claim while the broker confirms): the session's
+/// idle-in-transaction limit, a few statement timeouts, becomes the whole `deadline` for this
+/// transaction only. It is set in the round trip of `BEGIN` itself.
+pub async fn transaction_waiting_between_statements<T, E, F>(
+    pool: &DbPool,
+    deadline: Duration,
+    body: F,
+) -> Result<T, E>
+where
+    E: TransactionError,
+    F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
+{
+    run_under_deadline(pool, deadline, Begin::IdleUpTo(deadline), body).await
+}
+
+/// How a [`transaction`] begins.
+#[derive(Clone, Copy)]
+enum Begin {
+    Plain,
+    /// With `idle_in_transaction_session_timeout` raised to this for the transaction.
+    IdleUpTo(Duration),
+}
+
+async fn run_under_deadline<T, E, F>(
+    pool: &DbPool,
+    deadline: Duration,
+    begin: Begin,
+    body: F,
+) -> Result<T, E>
+where
+    E: TransactionError,
+    F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
+{
     let until = tokio::time::Instant::now() + deadline;
     let mut conn = checkout(pool, until, deadline).await?;
     let committing = AtomicBool::new(false);
-    match tokio::time::timeout_at(until, run_transaction(&mut conn, &committing, body)).await {
+    match tokio::time::timeout_at(until, run_transaction(&mut conn, begin, &committing, body)).await
+    {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(Failed { error, keep })) => {
             if !keep {
@@ -273,6 +311,7 @@ struct Failed<E> {
 
 async fn run_transaction<T, E, F>(
     conn: &mut AsyncPgConnection,
+    begin: Begin,
     committing: &AtomicBool,
     body: F,
 ) -> Result<T, Failed<E>>
@@ -281,7 +320,17 @@ where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
 {
     type Manager = AnsiTransactionManager;
-    if let Err(error) = Manager::begin_transaction(conn).await {
+    let begun = match begin {
+        Begin::Plain => Manager::begin_transaction(conn).await,
+        Begin::IdleUpTo(limit) => {
+            let sql = format!(
+                "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
+                limit.as_millis()
+            );
+            Manager::begin_transaction_sql(conn, &sql).await
+        }
+    };
+    if let Err(error) = begun {
         let error = explain(StorageError::Query(error), conn);
         return Err(Failed {
             error: error.into(),

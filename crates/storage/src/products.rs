@@ -97,23 +97,29 @@ pub async fn find_many(
 ///
 /// Two statements: in READ COMMITTED a statement sees what was committed when it *began*, so
 /// the rows must be read after the locks are held, not in the statement that waits for them.
-/// `now()` (the transaction's start, whichever statement asks) comes with the locks: one
-/// round trip fewer per group.
+/// They are pipelined (sent together, one round trip): the server still runs them one after
+/// the other, so the read's snapshot is taken once the locks are held. `now()` (the
+/// transaction's start, whichever statement asks) comes with the locks.
 pub async fn lock_group(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     ids: &[ProductId],
 ) -> Result<(DateTime<Utc>, Vec<Product>), StorageError> {
     let mut keys: Vec<i64> = ids.iter().map(|id| lock_key(*id)).collect();
     keys.sort_unstable();
     keys.dedup();
-    let now: DateTime<Utc> = crate::prepared::LockKeys { keys }.get_result(conn).await?;
     let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
-    let rows: Vec<ProductRow> = products::table
-        .filter(products::id.eq_any(uuids))
-        .select(ProductRow::as_select())
-        .load(conn)
-        .await?;
-    let products = rows
+    let (mut locking, mut reading) = (conn, conn);
+    let (locked, read) = tokio::join!(
+        crate::prepared::LockKeys { keys }.get_result::<DateTime<Utc>>(&mut locking),
+        products::table
+            .filter(products::id.eq_any(uuids))
+            .select(ProductRow::as_select())
+            .load::<ProductRow>(&mut reading),
+    );
+    // The read fails after a failed lock (the transaction is aborted): the lock's error is
+    // the one that says why.
+    let now = locked?;
+    let products = read?
         .into_iter()
         .map(ProductRow::into_product)
         .collect::<Result<_, _>>()?;
@@ -128,7 +134,8 @@ fn lock_key(id: ProductId) -> i64 {
 }
 
 /// Stores `rows` (each a product's state after the writes of one group), one statement.
-pub async fn store(conn: &mut AsyncPgConnection, rows: &[ProductRow]) -> Result<(), StorageError> {
+/// Takes a shared connection so that it can be pipelined with the group's outbox insert.
+pub async fn store(conn: &AsyncPgConnection, rows: &[ProductRow]) -> Result<(), StorageError> {
     let stored = crate::replica::apply(conn, rows).await?;
     if stored != rows.len() {
         // Every row is one version above what was read under the lock: anything else means a

@@ -36,7 +36,7 @@ pub fn newest_per_id(rows: impl IntoIterator<Item = ProductRow>) -> Vec<ProductR
 /// statement whatever their number. Returns how many rows changed; older or equal versions
 /// change nothing.
 pub async fn apply(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     rows: &[ProductRow],
 ) -> Result<usize, StorageError> {
     if rows.is_empty() {
@@ -46,7 +46,7 @@ pub async fn apply(
     // protocol's 65,535-parameter limit, and one statement prepared per connection.
     let rows = in_id_order(rows);
     let query = crate::prepared::UpsertProducts(crate::prepared::ProductArrays::new(&rows));
-    Ok(query.execute(conn).await?)
+    Ok(query.execute(&mut conn).await?)
 }
 
 /// Rows are locked in array order: in id order, a live batch and a catch-up page (or two

@@ -4,7 +4,9 @@
 //! Writes queue here; a few committers take turns: each takes every write waiting (up to a
 //! limit) and runs them as one transaction — lock their ids, read their rows, decide each
 //! write in arrival order in memory ([`Change::decide`]), store every changed row in one
-//! statement and every change's outbox row in another, commit. While one group commits the
+//! statement and every change's outbox row in another, commit. Statements that do not wait
+//! for each other's answer are pipelined: a group is four round trips (BEGIN, locks and
+//! read, rows and outbox, COMMIT). While one group commits the
 //! next gathers, so under load groups grow by themselves; when the service is idle a write
 //! finds a free committer and goes at once. With other groups in flight a committer may also
 //! wait a short window (`GROUP_COMMIT_WINDOW_US`) for more.
@@ -256,12 +258,19 @@ impl Committers {
                 changed.insert(product.id, ProductRow::from(product));
             }
             let changed: Vec<ProductRow> = changed.into_values().collect();
-            products::store(conn, &changed).await?;
             let outbox_rows: Vec<(&Product, Option<&str>)> = events
                 .iter()
                 .map(|(product, request_id)| (product, Some(*request_id)))
                 .collect();
-            outbox::enqueue_all(conn, &outbox_rows).await?;
+            // Pipelined: both statements go in one round trip and run in this order. Should
+            // the store fail, the outbox insert fails too (the transaction is aborted) and
+            // the store's error is the one that says why.
+            let (stored, queued) = tokio::join!(
+                products::store(conn, &changed),
+                outbox::enqueue_all(conn, &outbox_rows),
+            );
+            stored?;
+            queued?;
             Ok(answers)
         })
         .await

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel_async::SimpleAsyncConnection;
 use messaging::topology::queue_for;
 use messaging::{BrokerAddress, BrokerSettings, MessagingError, OutgoingMessage, Publisher};
 use serde::Serialize;
@@ -215,14 +214,12 @@ impl Relay {
     async fn publish_batch(&self, publisher: &mut Publisher) -> Result<Batch, DrainError> {
         let deadline = self.db_deadline + self.broker.publish_timeout + self.broker.confirm_timeout;
         let batch_size = self.batch_size;
-        let batch = pool::transaction::<_, StorageError, _>(&self.pool, deadline, async |conn| {
-            // The transaction idles while the broker confirms: the session's
-            // idle-in-transaction limit (a few statement timeouts) must not end it first.
-            conn.batch_execute(&format!(
-                "SET LOCAL idle_in_transaction_session_timeout = {}",
-                deadline.as_millis()
-            ))
-            .await?;
+        // The transaction idles while the broker confirms: the session's idle-in-transaction
+        // limit (a few statement timeouts) must not end it first.
+        let batch = pool::transaction_waiting_between_statements::<_, StorageError, _>(
+            &self.pool,
+            deadline,
+            async |conn| {
             let claimed = outbox::claim(conn, batch_size).await?;
             let count = claimed.len();
             let mut events = Vec::with_capacity(count);
@@ -266,7 +263,8 @@ impl Relay {
                 dead_lettered: undecodable,
                 broker_error: report.error,
             })
-        })
+            },
+        )
         .await
         .map_err(DrainError::Database)?;
         record_published(&batch.confirmed);

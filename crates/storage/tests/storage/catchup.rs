@@ -224,7 +224,7 @@ async fn progress_only_grows_unless_reset() {
 #[tokio::test]
 async fn the_primary_says_what_each_level_point_lacks_first() {
     let (_db, mut conn) = migrated().await;
-    replica::apply(&mut conn, &[row(10), row(20), row(30)])
+    replica::apply(&conn, &[row(10), row(20), row(30)])
         .await
         .unwrap();
     catchup::mark_behind(&mut conn, "replica-2", at(5), "down")
@@ -242,7 +242,7 @@ async fn the_primary_says_what_each_level_point_lacks_first() {
 async fn a_copy_reads_the_changes_up_to_its_bound_and_no_further() {
     let (_db, mut conn) = migrated().await;
     let rows = [row(10), row(20), row(20), row(30), row(40)];
-    replica::apply(&mut conn, &rows).await.unwrap();
+    replica::apply(&conn, &rows).await.unwrap();
     // Pages of two from 15 to 30: the rows at 20, then the one at 30, then nothing, however
     // many rows come after the bound.
     let mut after = None;

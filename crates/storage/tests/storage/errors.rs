@@ -469,3 +469,40 @@ async fn a_session_opens_over_a_unix_socket_too() {
         Some(SqlState::DEADLOCK_DETECTED)
     );
 }
+
+/// The relay's transaction idles while the broker confirms: for it the session's
+/// idle-in-transaction limit (four statement timeouts) gives way to the transaction's own
+/// deadline, and only for that transaction.
+#[tokio::test]
+async fn a_transaction_waiting_between_statements_outlives_the_idle_limit_and_only_it() {
+    let db = TestDatabase::create().await;
+    table(&db).await;
+    // Idle-in-transaction limit: 4 × 50 ms.
+    let pool = pool_for(&db, "errors-idle", Duration::from_millis(50));
+    let idle_past_the_limit = async |conn: &mut storage::AsyncPgConnection| {
+        conn.batch_execute("UPDATE t SET v = v + 1 WHERE id = 1")
+            .await?;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        conn.batch_execute("UPDATE t SET v = v + 1 WHERE id = 2")
+            .await?;
+        Ok::<_, StorageError>(())
+    };
+    pool::transaction_waiting_between_statements::<_, StorageError, _>(
+        &pool,
+        DEADLINE,
+        idle_past_the_limit,
+    )
+    .await
+    .expect("a waiting transaction is not ended by the session's idle limit");
+    let plain = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, idle_past_the_limit).await;
+    assert!(plain.is_err(), "the limit still holds elsewhere: {plain:?}");
+    let mut conn = db.connect().await;
+    let v: Count = diesel::sql_query("SELECT sum(v)::bigint AS n FROM t")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        v.n, 2,
+        "the waiting transaction committed, the plain one did not"
+    );
+}

@@ -9,7 +9,7 @@ async fn enqueue_claim_and_remove() {
     let (_db, mut conn) = migrated().await;
     let created = new_product("Lamp", 1999, 3);
     let deleted = deleted(&created);
-    outbox::enqueue_all(&mut conn, &[(&created, Some("req-1")), (&deleted, None)])
+    outbox::enqueue_all(&conn, &[(&created, Some("req-1")), (&deleted, None)])
         .await
         .unwrap();
 
@@ -43,7 +43,7 @@ async fn two_relays_never_claim_the_same_row() {
     let changes: Vec<_> = (0..10).map(|i| new_product("p", i, 0)).collect();
     stored(&mut conn, &changes).await;
     let changes: Vec<_> = changes.iter().map(|p| (p, None)).collect();
-    outbox::enqueue_all(&mut conn, &changes).await.unwrap();
+    outbox::enqueue_all(&conn, &changes).await.unwrap();
     let mut other = db.connect().await;
     conn.transaction::<_, StorageError, _>(async |conn| {
         let first = outbox::claim(conn, 6).await?;
@@ -71,9 +71,7 @@ async fn two_relays_never_claim_the_same_row() {
 async fn undecodable_rows_are_moved_aside_with_their_reason() {
     let (_db, mut conn) = migrated().await;
     let good = new_product("Lamp", 100, 1);
-    outbox::enqueue_all(&mut conn, &[(&good, None)])
-        .await
-        .unwrap();
+    outbox::enqueue_all(&conn, &[(&good, None)]).await.unwrap();
     conn.batch_execute(
         "INSERT INTO outbox (event_id, product_id, version, name, price_cents, stock, \
              created_at, updated_at) \

@@ -40,9 +40,7 @@ async fn the_outbox_insert_is_prepared_once_and_keeps_the_order_given() {
             .collect();
         let changes: Vec<(&domain::Product, Option<&str>)> =
             group.iter().map(|p| (p, Some("req"))).collect();
-        storage::outbox::enqueue_all(&mut conn, &changes)
-            .await
-            .unwrap();
+        storage::outbox::enqueue_all(&conn, &changes).await.unwrap();
         written.extend(group.iter().map(|p| p.id.as_uuid()));
     }
     assert_eq!(prepared(&mut conn, "INSERT INTO outbox").await, 1);

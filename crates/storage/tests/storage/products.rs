@@ -127,6 +127,65 @@ async fn lock_group_holds_every_id_until_commit_even_an_absent_one() {
         .expect("free once the first transaction ended");
 }
 
+/// The locks and the read are pipelined: a group that waited for another's lock must still
+/// read what that group committed (a read taken before the lock was granted would see the id
+/// absent, and the group would create a product that exists).
+#[tokio::test]
+async fn a_group_that_waited_for_a_lock_reads_what_the_holder_committed() {
+    let (db, mut holder) = migrated().await;
+    let lamp = new_product("Lamp", 1, 1);
+    let mut waiter = db.connect().await;
+    let mut watcher = db.connect().await;
+    holder
+        .transaction::<_, StorageError, _>(async |holder| {
+            let (_, read) = products::lock_group(holder, &[lamp.id]).await?;
+            assert!(read.is_empty());
+            let waiting = tokio::spawn(async move {
+                waiter
+                    .transaction::<_, StorageError, _>(async |waiter| {
+                        products::lock_group(waiter, &[lamp.id]).await
+                    })
+                    .await
+            });
+            // The waiter's lock statement is queued behind ours before we store and commit.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while waiting_for_advisory_locks(&mut watcher).await == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the waiter never queued"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            products::store(holder, &[ProductRow::from(&lamp)]).await?;
+            Ok(waiting)
+        })
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .map(|(_, read)| assert_eq!(read, std::slice::from_ref(&lamp)))
+        .unwrap();
+}
+
+async fn waiting_for_advisory_locks(conn: &mut diesel_async::AsyncPgConnection) -> i64 {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = BigInt)]
+        waiting: i64,
+    }
+    diesel::sql_query(
+        "SELECT count(*) AS waiting FROM pg_locks \
+         WHERE locktype = 'advisory' AND NOT granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .get_result::<Waiting>(conn)
+    .await
+    .unwrap()
+    .waiting
+}
+
 /// Sequential scans of `products` by `lock_group` once the table has grown tenfold, on a
 /// session that first ran it right after an analyse of the small table.
 async fn scans_after_growth(index_scans_only: bool) -> i64 {

@@ -155,7 +155,7 @@ async fn batches_touching_the_same_rows_in_any_order_do_not_deadlock() {
             .await
             .unwrap();
     }
-    apply(&mut first, &[low[0].clone()]).await.unwrap();
+    apply(&first, &[low[0].clone()]).await.unwrap();
     // Listed high first: applied in that order it would lock `high`, then wait for `low`.
     let second = {
         let mut conn = db.connect().await;
@@ -164,7 +164,7 @@ async fn batches_touching_the_same_rows_in_any_order_do_not_deadlock() {
     };
     // Long enough for the second batch to queue behind `low`.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let high_from_first = apply(&mut first, &[high[0].clone()]).await;
+    let high_from_first = apply(&first, &[high[0].clone()]).await;
     diesel::sql_query("COMMIT")
         .execute(&mut first)
         .await
