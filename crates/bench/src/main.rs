@@ -77,6 +77,10 @@ fn notes(args: &Args) -> Vec<String> {
              outbox is empty and both replicas are level with the primary.",
             args.lag_poll_ms, args.lag_sample_every
         ),
+        "Every write run (write-api's and both baselines'), the half-load run and the reads \
+         start right after a CHECKPOINT on the primary and both replicas, so that none pays \
+         for the dirty pages the run before it left."
+            .into(),
         "Catch-up: the replicator is stopped (SIGTERM), the changes are written through \
          write-api and published to RabbitMQ, then the replicator starts; the time runs from \
          its start until both replicas' replication_status shows every change applied and \

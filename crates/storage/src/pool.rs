@@ -239,37 +239,47 @@ where
     E: TransactionError,
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
 {
-    run_under_deadline(pool, deadline, Begin::Plain, body).await
+    transaction_with(pool, deadline, LocalSettings::default(), body).await
 }
 
-/// [`transaction`] for a body that waits on something else between its statements (the
-/// outbox relay holds its claim while the broker confirms): the session's
-/// idle-in-transaction limit, a few statement timeouts, becomes the whole `deadline` for this
-/// transaction only. It is set in the round trip of `BEGIN` itself.
-pub async fn transaction_waiting_between_statements<T, E, F>(
+/// Settings one transaction changes for itself (`SET LOCAL`), sent with its `BEGIN` in one
+/// round trip. The default changes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalSettings {
+    /// The idle-in-transaction limit, for a body that waits on something else between its
+    /// statements (the outbox relay holds its claim while the broker confirms): the
+    /// session's, a few statement timeouts, would end it first.
+    pub idle_limit: Option<Duration>,
+    /// `synchronous_commit = off`: `COMMIT` answers before its WAL is on disk, so it never
+    /// waits for an fsync (which a checkpoint's writes can hold up for a hundred
+    /// milliseconds and more). Only for a transaction whose loss in a server crash is
+    /// harmless: the relay's, whose lost deletes publish those rows again, as duplicates
+    /// consumers already ignore. A lost transaction is lost whole, never in part.
+    pub commit_without_flush: bool,
+}
+
+impl LocalSettings {
+    /// The `BEGIN` message, or `None` for a plain `BEGIN`.
+    fn begin_sql(&self) -> Option<String> {
+        let mut sql = String::from("BEGIN;");
+        if let Some(limit) = self.idle_limit {
+            sql.push_str(&format!(
+                " SET LOCAL idle_in_transaction_session_timeout = {};",
+                limit.as_millis()
+            ));
+        }
+        if self.commit_without_flush {
+            sql.push_str(" SET LOCAL synchronous_commit = off;");
+        }
+        (sql.len() > "BEGIN;".len()).then_some(sql)
+    }
+}
+
+/// [`transaction`] with [`LocalSettings`] of its own.
+pub async fn transaction_with<T, E, F>(
     pool: &DbPool,
     deadline: Duration,
-    body: F,
-) -> Result<T, E>
-where
-    E: TransactionError,
-    F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
-{
-    run_under_deadline(pool, deadline, Begin::IdleUpTo(deadline), body).await
-}
-
-/// How a [`transaction`] begins.
-#[derive(Clone, Copy)]
-enum Begin {
-    Plain,
-    /// With `idle_in_transaction_session_timeout` raised to this for the transaction.
-    IdleUpTo(Duration),
-}
-
-async fn run_under_deadline<T, E, F>(
-    pool: &DbPool,
-    deadline: Duration,
-    begin: Begin,
+    settings: LocalSettings,
     body: F,
 ) -> Result<T, E>
 where
@@ -279,7 +289,11 @@ where
     let until = tokio::time::Instant::now() + deadline;
     let mut conn = checkout(pool, until, deadline).await?;
     let committing = AtomicBool::new(false);
-    match tokio::time::timeout_at(until, run_transaction(&mut conn, begin, &committing, body)).await
+    match tokio::time::timeout_at(
+        until,
+        run_transaction(&mut conn, settings, &committing, body),
+    )
+    .await
     {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(Failed { error, keep })) => {
@@ -311,7 +325,7 @@ struct Failed<E> {
 
 async fn run_transaction<T, E, F>(
     conn: &mut AsyncPgConnection,
-    begin: Begin,
+    settings: LocalSettings,
     committing: &AtomicBool,
     body: F,
 ) -> Result<T, Failed<E>>
@@ -320,15 +334,9 @@ where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
 {
     type Manager = AnsiTransactionManager;
-    let begun = match begin {
-        Begin::Plain => Manager::begin_transaction(conn).await,
-        Begin::IdleUpTo(limit) => {
-            let sql = format!(
-                "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
-                limit.as_millis()
-            );
-            Manager::begin_transaction_sql(conn, &sql).await
-        }
+    let begun = match settings.begin_sql() {
+        None => Manager::begin_transaction(conn).await,
+        Some(sql) => Manager::begin_transaction_sql(conn, &sql).await,
     };
     if let Err(error) = begun {
         let error = explain(StorageError::Query(error), conn);

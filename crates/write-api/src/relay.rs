@@ -214,11 +214,16 @@ impl Relay {
     async fn publish_batch(&self, publisher: &mut Publisher) -> Result<Batch, DrainError> {
         let deadline = self.db_deadline + self.broker.publish_timeout + self.broker.confirm_timeout;
         let batch_size = self.batch_size;
-        // The transaction idles while the broker confirms: the session's idle-in-transaction
-        // limit (a few statement timeouts) must not end it first.
-        let batch = pool::transaction_waiting_between_statements::<_, StorageError, _>(
+        // The transaction idles while the broker confirms, and its commit need not wait for
+        // the disk: a delete lost in a server crash publishes the rows again, as duplicates.
+        let settings = pool::LocalSettings {
+            idle_limit: Some(deadline),
+            commit_without_flush: true,
+        };
+        let batch = pool::transaction_with::<_, StorageError, _>(
             &self.pool,
             deadline,
+            settings,
             async |conn| {
             let claimed = outbox::claim(conn, batch_size).await?;
             let count = claimed.len();

@@ -470,11 +470,11 @@ async fn a_session_opens_over_a_unix_socket_too() {
     );
 }
 
-/// The relay's transaction idles while the broker confirms: for it the session's
-/// idle-in-transaction limit (four statement timeouts) gives way to the transaction's own
-/// deadline, and only for that transaction.
+/// The relay's transaction idles while the broker confirms and commits without waiting for
+/// the disk: its local settings hold for that transaction only, and a longer idle limit lets
+/// it outlive the session's (four statement timeouts).
 #[tokio::test]
-async fn a_transaction_waiting_between_statements_outlives_the_idle_limit_and_only_it() {
+async fn local_settings_hold_for_their_transaction_only() {
     let db = TestDatabase::create().await;
     table(&db).await;
     // Idle-in-transaction limit: 4 × 50 ms.
@@ -485,17 +485,30 @@ async fn a_transaction_waiting_between_statements_outlives_the_idle_limit_and_on
         tokio::time::sleep(Duration::from_millis(600)).await;
         conn.batch_execute("UPDATE t SET v = v + 1 WHERE id = 2")
             .await?;
-        Ok::<_, StorageError>(())
+        synchronous_commit(conn).await
     };
-    pool::transaction_waiting_between_statements::<_, StorageError, _>(
+    let settings = pool::LocalSettings {
+        idle_limit: Some(DEADLINE),
+        commit_without_flush: true,
+    };
+    let inside = pool::transaction_with::<_, StorageError, _>(
         &pool,
         DEADLINE,
+        settings,
         idle_past_the_limit,
     )
     .await
-    .expect("a waiting transaction is not ended by the session's idle limit");
+    .expect("a transaction with a longer idle limit is not ended by the session's");
+    assert_eq!(inside, "off");
     let plain = pool::transaction::<_, StorageError, _>(&pool, DEADLINE, idle_past_the_limit).await;
     assert!(plain.is_err(), "the limit still holds elsewhere: {plain:?}");
+    let after = with_connection(&pool, DEADLINE, async |conn| synchronous_commit(conn).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        after, "on",
+        "the pooled session is back to its own settings"
+    );
     let mut conn = db.connect().await;
     let v: Count = diesel::sql_query("SELECT sum(v)::bigint AS n FROM t")
         .get_result(&mut conn)
@@ -503,6 +516,18 @@ async fn a_transaction_waiting_between_statements_outlives_the_idle_limit_and_on
         .unwrap();
     assert_eq!(
         v.n, 2,
-        "the waiting transaction committed, the plain one did not"
+        "the first transaction committed, the plain one did not"
     );
+}
+
+async fn synchronous_commit(conn: &mut storage::AsyncPgConnection) -> Result<String, StorageError> {
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        synchronous_commit: String,
+    }
+    let setting: Setting = diesel::sql_query("SHOW synchronous_commit")
+        .get_result(conn)
+        .await?;
+    Ok(setting.synchronous_commit)
 }
