@@ -1,8 +1,9 @@
 //! PostgreSQL access for every service: schema, migrations, pools and queries.
 //!
-//! Query functions take a `&mut AsyncPgConnection`, never a pool, so that callers decide what
-//! shares a transaction: write-api writes a product and its outbox row in one, the replicator
-//! applies a batch in one.
+//! Query functions take a connection, never a pool, so that callers decide what shares a
+//! transaction: write-api writes a product and its outbox row in one, the replicator applies a
+//! batch in one. Those write-api pipelines take a shared `&AsyncPgConnection`, the rest
+//! `&mut` (docs/dependencies.md "Pipelined statements").
 //!
 //! - [`pool`]: pools, [`pool::with_connection`] and [`pool::transaction`], which bound every
 //!   call and close a connection cut short; [`session`]: sessions that keep the server's

@@ -261,17 +261,17 @@ pub struct LocalSettings {
 impl LocalSettings {
     /// The `BEGIN` message, or `None` for a plain `BEGIN`.
     fn begin_sql(&self) -> Option<String> {
-        let mut sql = String::from("BEGIN;");
+        let mut settings = Vec::new();
         if let Some(limit) = self.idle_limit {
-            sql.push_str(&format!(
-                " SET LOCAL idle_in_transaction_session_timeout = {};",
+            settings.push(format!(
+                "SET LOCAL idle_in_transaction_session_timeout = {}",
                 limit.as_millis()
             ));
         }
         if self.commit_without_flush {
-            sql.push_str(" SET LOCAL synchronous_commit = off;");
+            settings.push("SET LOCAL synchronous_commit = off".to_owned());
         }
-        (sql.len() > "BEGIN;".len()).then_some(sql)
+        (!settings.is_empty()).then(|| format!("BEGIN; {}", settings.join("; ")))
     }
 }
 

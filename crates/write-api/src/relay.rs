@@ -4,7 +4,9 @@
 //! Rows are claimed with `FOR UPDATE SKIP LOCKED` inside a transaction that stays open while
 //! the batch is published, so any number of write-api instances can relay side by side without
 //! publishing the same row at once. A crash anywhere leaves the rows in place (the transaction
-//! rolls back) and they are published again: consumers see duplicates, never gaps.
+//! rolls back) and they are published again: consumers see duplicates, never gaps. The
+//! transaction commits without waiting for its WAL to reach the disk, since a crash of the
+//! primary that loses its deletes only brings about the same duplicates.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use messaging::{BrokerAddress, BrokerSettings, MessagingError, OutgoingMessage, 
 use serde::Serialize;
 use service_kit::Backoff;
 use storage::outbox::{self, PendingEvent};
-use storage::{DbPool, StorageError, pool};
+use storage::{AsyncPgConnection, DbPool, StorageError, pool};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -213,7 +215,6 @@ impl Relay {
     /// transaction, so they never hold back the rows behind them.
     async fn publish_batch(&self, publisher: &mut Publisher) -> Result<Batch, DrainError> {
         let deadline = self.db_deadline + self.broker.publish_timeout + self.broker.confirm_timeout;
-        let batch_size = self.batch_size;
         // The transaction idles while the broker confirms, and its commit need not wait for
         // the disk: a delete lost in a server crash publishes the rows again, as duplicates.
         let settings = pool::LocalSettings {
@@ -224,57 +225,64 @@ impl Relay {
             &self.pool,
             deadline,
             settings,
-            async |conn| {
-            let claimed = outbox::claim(conn, batch_size).await?;
-            let count = claimed.len();
-            let mut events = Vec::with_capacity(count);
-            let mut undecodable = Vec::new();
-            for row in claimed {
-                match row {
-                    Ok(pending) => events.push(pending),
-                    Err((seq, error)) => undecodable.push((seq, error.to_string())),
-                }
-            }
-            if !undecodable.is_empty() {
-                outbox::dead_letter(conn, &undecodable).await?;
-            }
-            if events.is_empty() {
-                return Ok(Batch {
-                    claimed: count,
-                    confirmed: Vec::new(),
-                    dead_lettered: undecodable,
-                    broker_error: None,
-                });
-            }
-            let messages: Vec<OutgoingMessage> = events.iter().map(to_message).collect();
-            let report = publisher.publish_confirmed(&messages).await;
-            let (confirmed, unconfirmed): (Vec<_>, Vec<_>) = events
-                .into_iter()
-                .zip(&report.confirmed)
-                .partition(|(_, ok)| **ok);
-            let confirmed: Vec<PendingEvent> = confirmed.into_iter().map(|(event, _)| event).collect();
-            let seqs: Vec<i64> = confirmed.iter().map(|p| p.event.seq).collect();
-            outbox::remove(conn, &seqs).await?;
-            if let Some(error) = &report.error {
-                for (event, _) in &unconfirmed {
-                    tracing::debug!(event_id = %event.event.event_id, product_id = %event.event.product_id(),
-                        "event not confirmed; it stays in the outbox");
-                }
-                tracing::warn!(%error, unconfirmed = unconfirmed.len(), "outbox batch partly unconfirmed");
-            }
-            Ok(Batch {
-                claimed: count,
-                confirmed,
-                dead_lettered: undecodable,
-                broker_error: report.error,
-            })
-            },
+            async |conn| self.publish_claimed(conn, publisher).await,
         )
         .await
         .map_err(DrainError::Database)?;
         record_published(&batch.confirmed);
         record_dead_lettered(&batch.dead_lettered);
         Ok(batch)
+    }
+
+    /// The body of [`Relay::publish_batch`]'s transaction.
+    async fn publish_claimed(
+        &self,
+        conn: &mut AsyncPgConnection,
+        publisher: &mut Publisher,
+    ) -> Result<Batch, StorageError> {
+        let claimed = outbox::claim(conn, self.batch_size).await?;
+        let count = claimed.len();
+        let mut events = Vec::with_capacity(count);
+        let mut undecodable = Vec::new();
+        for row in claimed {
+            match row {
+                Ok(pending) => events.push(pending),
+                Err((seq, error)) => undecodable.push((seq, error.to_string())),
+            }
+        }
+        if !undecodable.is_empty() {
+            outbox::dead_letter(conn, &undecodable).await?;
+        }
+        if events.is_empty() {
+            return Ok(Batch {
+                claimed: count,
+                confirmed: Vec::new(),
+                dead_lettered: undecodable,
+                broker_error: None,
+            });
+        }
+        let messages: Vec<OutgoingMessage> = events.iter().map(to_message).collect();
+        let report = publisher.publish_confirmed(&messages).await;
+        let (confirmed, unconfirmed): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .zip(&report.confirmed)
+            .partition(|(_, ok)| **ok);
+        let confirmed: Vec<PendingEvent> = confirmed.into_iter().map(|(event, _)| event).collect();
+        let seqs: Vec<i64> = confirmed.iter().map(|p| p.event.seq).collect();
+        outbox::remove(conn, &seqs).await?;
+        if let Some(error) = &report.error {
+            for (event, _) in &unconfirmed {
+                tracing::debug!(event_id = %event.event.event_id, product_id = %event.event.product_id(),
+                    "event not confirmed; it stays in the outbox");
+            }
+            tracing::warn!(%error, unconfirmed = unconfirmed.len(), "outbox batch partly unconfirmed");
+        }
+        Ok(Batch {
+            claimed: count,
+            confirmed,
+            dead_lettered: undecodable,
+            broker_error: report.error,
+        })
     }
 
     fn set_disconnected(&self, error: &str) {
