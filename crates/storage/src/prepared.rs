@@ -105,15 +105,47 @@ impl ProductArrays<'_> {
     }
 }
 
-/// [`UpsertProducts`] and the batch's line in `replication_status` as one statement, which
-/// PostgreSQL runs atomically without a transaction around it: a replicator batch costs a
-/// replica one round trip instead of four (BEGIN, rows, status, COMMIT). Answers how many
-/// rows changed. The status row is written after the rows (PostgreSQL runs a CTE that is not
-/// read once the main query is done), as in a transaction of the two.
+/// A batch's line in `replication_status` ([`crate::replica::record_applied`]).
+/// `last_event_at` only moves forward: batches of other replicator instances may commit in
+/// any order.
+pub struct RecordApplied<'a>(pub &'a AppliedBatch);
+
+pub struct RecordAppliedStatement;
+
+impl QueryId for RecordApplied<'_> {
+    type QueryId = RecordAppliedStatement;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for RecordApplied<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.push_update(&mut out)
+    }
+}
+
+impl RecordApplied<'_> {
+    fn push_update<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let batch = self.0;
+        out.push_sql("UPDATE replication_status SET last_event_id = ");
+        out.push_bind_param::<SqlUuid, _>(&batch.last_event_id)?;
+        out.push_sql(", last_event_seq = ");
+        out.push_bind_param::<Int8, _>(&batch.last_event_seq)?;
+        out.push_sql(", last_event_at = GREATEST(last_event_at, ");
+        out.push_bind_param::<Timestamptz, _>(&batch.newest_event_at)?;
+        out.push_sql("), last_applied_at = now(), events_applied = events_applied + ");
+        out.push_bind_param::<Int8, _>(&batch.events)?;
+        Ok(())
+    }
+}
+
+/// [`UpsertProducts`] and [`RecordApplied`] as one statement, which PostgreSQL runs
+/// atomically without a transaction around it: a replicator batch costs a replica one round
+/// trip instead of four (BEGIN, rows, status, COMMIT). Answers how many rows changed. The
+/// status row is written after the rows (PostgreSQL runs a CTE that is not read once the
+/// main query is done), as in a transaction of the two.
 pub struct UpsertRecorded<'a> {
     pub rows: ProductArrays<'a>,
-    /// `last_event_at` moves forward only, as [`crate::replica::record_applied`] moves it.
-    pub status: &'a AppliedBatch,
+    pub status: RecordApplied<'a>,
 }
 
 pub struct UpsertRecordedStatement;
@@ -131,14 +163,8 @@ impl QueryFragment<Pg> for UpsertRecorded<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("WITH applied AS (");
         self.rows.push_upsert(&mut out)?;
-        out.push_sql(" RETURNING 1), recorded AS (UPDATE replication_status SET last_event_id = ");
-        out.push_bind_param::<SqlUuid, _>(&self.status.last_event_id)?;
-        out.push_sql(", last_event_seq = ");
-        out.push_bind_param::<Int8, _>(&self.status.last_event_seq)?;
-        out.push_sql(", last_event_at = GREATEST(last_event_at, ");
-        out.push_bind_param::<Timestamptz, _>(&self.status.newest_event_at)?;
-        out.push_sql("), last_applied_at = now(), events_applied = events_applied + ");
-        out.push_bind_param::<Int8, _>(&self.status.events)?;
+        out.push_sql(" RETURNING 1), recorded AS (");
+        self.status.push_update(&mut out)?;
         // PostgreSQL runs a data-modifying CTE to its end whether or not it is read.
         out.push_sql(") SELECT count(*) FROM applied");
         Ok(())

@@ -70,7 +70,7 @@ pub async fn apply_batch(
     let rows = in_id_order(rows);
     let changed: i64 = crate::prepared::UpsertRecorded {
         rows: crate::prepared::ProductArrays::new(&rows),
-        status,
+        status: crate::prepared::RecordApplied(status),
     }
     .get_result(conn)
     .await?;
@@ -87,28 +87,12 @@ pub struct AppliedBatch {
     pub events: i64,
 }
 
-/// Records a batch in the status row. `last_event_at` only moves forward: batches of other
-/// replicator instances may commit in any order.
+/// Records a batch in the status row ([`crate::prepared::RecordApplied`]).
 pub async fn record_applied(
     conn: &mut AsyncPgConnection,
     batch: &AppliedBatch,
 ) -> Result<(), StorageError> {
-    use diesel::dsl::now;
-    use replication_status::dsl as rs;
-    diesel::update(rs::replication_status)
-        .set((
-            rs::last_event_id.eq(batch.last_event_id),
-            rs::last_event_seq.eq(batch.last_event_seq),
-            rs::last_event_at.eq(diesel::dsl::sql::<Nullable<Timestamptz>>(
-                "GREATEST(last_event_at, ",
-            )
-            .bind::<Timestamptz, _>(batch.newest_event_at)
-            .sql(")")),
-            rs::last_applied_at.eq(now.into_sql::<Timestamptz>().nullable()),
-            rs::events_applied.eq(rs::events_applied + batch.events),
-        ))
-        .execute(conn)
-        .await?;
+    crate::prepared::RecordApplied(batch).execute(conn).await?;
     Ok(())
 }
 
